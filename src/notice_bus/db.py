@@ -1,0 +1,98 @@
+"""Database engines and the translation of driver errors into ours."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlmodel import SQLModel
+
+from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+def make_engine(url: str, tables: Sequence[Any] = ()) -> Engine:
+    """An engine for ``url`` with ``tables`` created when missing.
+
+    SQLite files get their folder created and run in WAL mode, so a reader (``report``) does
+    not block the writer (``tracker``).
+    """
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    try:
+        if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"bad database URL {redact(url)}: {exc}") from exc
+    if tables:
+        with translate_errors(url):
+            SQLModel.metadata.create_all(engine, tables=[t for t in tables if isinstance(t, Table)])
+    return engine
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """Raise driver errors as ours: lost connections are retriable, constraint errors are not."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise LocalSystemRejected(f"{redact(where)}: {exc.orig}") from exc
+    except (OperationalError, SAInterfaceError) as exc:
+        raise LocalSystemUnavailable(f"{redact(where)} unavailable: {exc.orig}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise LocalSystemUnavailable(f"{redact(where)} connection lost: {exc.orig}") from exc
+        raise LocalSystemRejected(f"{redact(where)}: {exc.orig}") from exc
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """One transaction, with errors translated."""
+    with translate_errors(str(engine.url)), engine.begin() as conn:
+        yield conn
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; every time we store is UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def dialect_insert(engine: Engine | Connection) -> Any:
+    """The dialect's ``insert`` that knows ``ON CONFLICT`` (PostgreSQL and SQLite do)."""
+    name = engine.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert
+    raise ConfigError(f"database {name!r} is not supported; use PostgreSQL or SQLite")

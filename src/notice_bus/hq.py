@@ -1,0 +1,248 @@
+"""HQ: publishes, updates and cancels red notices through a transactional outbox.
+
+A call writes the notice's new version and one outbox row per target country in a single
+database transaction; the relay then sends the outbox rows with the idempotent producer
+(acks=all) and marks them sent. A crash between the two leaves rows unsent, and the next relay
+(any later call, or ``notice-bus relay``) sends them: nothing is lost, and a row sent twice is
+the same notice version, which every consumer takes in once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from notice_bus.codec import AvroCodec, SchemaStore, load_schema
+from notice_bus.db import make_engine, transaction, translate_errors
+from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice
+from notice_bus.model import Action, NoticeEvent, Person, utcnow
+from notice_bus.schema_registry import KafkaSchemaStore
+from notice_bus.settings import Settings
+from notice_bus.tables import ACTIVE, HQ_TABLES, OUTBOX, WITHDRAWN, HQNotice, OutboxRecord
+from notice_bus.topics import TopicNames, kafka_config, registered_countries
+from notice_bus.validation import Draft, check_notice_id, parse_draft
+
+log = logging.getLogger("notice_bus.hq")
+_OUTBOX: Any = OUTBOX
+
+
+def read_drafts(path: str | Path) -> list[Draft]:
+    """Parse a JSON file holding one notice or a list; every error names the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidNotice(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidNotice(f"not valid JSON: {exc}", source=str(path)) from exc
+    items = data if isinstance(data, list) else [data]
+    drafts = []
+    for i, item in enumerate(items):
+        try:
+            drafts.append(parse_draft(item))
+        except InvalidNotice as exc:
+            where = f"{path}[{i}]" if isinstance(data, list) else str(path)
+            raise exc.located(where) from None
+    seen: set[str] = set()
+    for d in drafts:
+        if d.notice_id in seen:
+            raise InvalidNotice(
+                "appears twice in the file", notice_id=d.notice_id, source=str(path)
+            )
+        seen.add(d.notice_id)
+    return drafts
+
+
+class HQ:
+    """HQ's side of notice-bus. Close it (or use ``with``) to release the producer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        schemas: SchemaStore | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.hq_database_url, HQ_TABLES)
+        self._clock = clock
+        self._names = TopicNames(settings.topic_prefix)
+        store = schemas if schemas is not None else KafkaSchemaStore(settings)
+        self._codec = AvroCodec(load_schema("notice_event"), store)
+        self._producer: Any = None
+
+    def publish(self, drafts: Iterable[Draft], *, relay: bool = True) -> list[NoticeEvent]:
+        """Publish new notices and update existing ones. A draft identical to the current
+        version of its notice is skipped. Nothing is written unless every draft is acceptable."""
+        drafts = list(drafts)
+        countries = registered_countries(self.settings)
+        for d in drafts:
+            unknown = sorted(set(d.target_countries) - set(countries))
+            if unknown:
+                raise InvalidNotice(
+                    f"no topic for {', '.join(unknown)}; run `notice-bus topics init`",
+                    field="target_countries",
+                    notice_id=d.notice_id,
+                )
+        events: list[NoticeEvent] = []
+        with self._session() as session:
+            for d in drafts:
+                current = session.get(HQNotice, d.notice_id)
+                person = d.person.to_avro()
+                if current is not None and current.status == WITHDRAWN:
+                    raise HQStateError(f"notice {d.notice_id} was cancelled; it cannot be updated")
+                if current is not None and (current.person, current.target_countries) == (
+                    person,
+                    list(d.target_countries),
+                ):
+                    continue
+                event = NoticeEvent(
+                    notice_id=d.notice_id,
+                    version=1 if current is None else current.version + 1,
+                    action=Action.PUBLISH if current is None else Action.UPDATE,
+                    requesting_country=d.requesting_country,
+                    published_at=self._clock(),
+                    target_countries=d.target_countries,
+                    person=d.person,
+                )
+                session.merge(
+                    HQNotice(
+                        notice_id=d.notice_id,
+                        version=event.version,
+                        status=ACTIVE,
+                        requesting_country=d.requesting_country,
+                        target_countries=list(d.target_countries),
+                        person=person,
+                        updated_at=event.published_at,
+                    )
+                )
+                self._enqueue(session, event, d.target_countries or countries)
+                events.append(event)
+        if relay:
+            self.relay()
+        return events
+
+    def cancel(self, notice_id: str, reason: str = "", *, relay: bool = True) -> NoticeEvent:
+        """Withdraw a notice everywhere it was sent."""
+        try:
+            check_notice_id(notice_id)
+        except InvalidNotice as exc:
+            raise InvalidNotice(exc.reason, field=exc.field, notice_id=notice_id) from None
+        with self._session() as session:
+            current = session.get(HQNotice, notice_id)
+            if current is None:
+                raise HQStateError(f"notice {notice_id} was never published by this HQ")
+            if current.status == WITHDRAWN:
+                raise HQStateError(f"notice {notice_id} is already cancelled")
+            event = NoticeEvent(
+                notice_id=notice_id,
+                version=current.version + 1,
+                action=Action.CANCEL,
+                requesting_country=current.requesting_country,
+                published_at=self._clock(),
+                target_countries=tuple(current.target_countries),
+                reason=reason or None,
+            )
+            current.version, current.status = event.version, WITHDRAWN
+            current.updated_at = event.published_at
+            session.add(current)
+            targets = current.target_countries or registered_countries(self.settings)
+            self._enqueue(session, event, targets)
+        if relay:
+            self.relay()
+        return event
+
+    def person(self, notice_id: str) -> Person | None:
+        """The current person data HQ holds for a notice (``None`` if unknown or cancelled)."""
+        with Session(self.engine) as session:
+            row = session.get(HQNotice, notice_id)
+        return Person.from_avro(row.person) if row and row.person else None
+
+    def relay(self, batch: int = 1000) -> int:
+        """Send every pending outbox row, oldest first; returns how many were sent."""
+        sent = 0
+        while True:
+            with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+                rows = conn.execute(
+                    select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.payload)
+                    .where(_OUTBOX.c.sent_at.is_(None))
+                    .order_by(_OUTBOX.c.id)
+                    .limit(batch)
+                ).all()
+            if not rows:
+                return sent
+            self._send(rows)
+            with transaction(self.engine) as conn:
+                conn.execute(
+                    update(_OUTBOX)
+                    .where(_OUTBOX.c.id.in_([r.id for r in rows]))
+                    .values(sent_at=self._clock())
+                )
+            sent += len(rows)
+
+    def pending(self) -> int:
+        """Outbox rows not yet confirmed by the broker."""
+        with self.engine.connect() as conn:
+            return len(conn.execute(select(_OUTBOX.c.id).where(_OUTBOX.c.sent_at.is_(None))).all())
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=10)
+        self.engine.dispose()
+
+    def __enter__(self) -> HQ:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with (
+            translate_errors(str(self.engine.url)),
+            Session(self.engine) as session,
+            session.begin(),
+        ):
+            yield session
+
+    def _enqueue(self, session: Session, event: NoticeEvent, countries: Sequence[str]) -> None:
+        payload = self._codec.encode(event.to_avro())
+        for cc in countries:
+            session.add(
+                OutboxRecord(
+                    topic=self._names.notices(cc),
+                    key=event.notice_id,
+                    payload=payload,
+                    created_at=event.published_at,
+                )
+            )
+
+    def _send(self, rows: Sequence[Any]) -> None:
+        try:
+            if self._producer is None:
+                # kafka-python 3 defaults: idempotent producer, acks=all.
+                self._producer = KafkaProducer(
+                    **kafka_config(self.settings, "notice-bus-hq"), linger_ms=5, max_block_ms=30000
+                )
+            futures = [
+                self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows
+            ]
+            self._producer.flush(timeout=60)
+            for f in futures:
+                f.get(timeout=60)
+        except KafkaError as exc:
+            raise BrokerUnavailable(
+                f"sending to Kafka at {self.settings.bootstrap_servers} failed ({exc}); the"
+                " notices are kept in HQ's outbox and go out with the next `notice-bus relay`"
+            ) from exc

@@ -1,0 +1,164 @@
+"""Kafka wire types: what travels on the topics, as frozen dataclasses.
+
+They mirror ``schemas/*.avsc`` one to one and know nothing of databases; the SQLModel tables that
+store them live in :mod:`notice_bus.tables`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Action(StrEnum):
+    PUBLISH = "PUBLISH"
+    UPDATE = "UPDATE"
+    CANCEL = "CANCEL"
+
+
+class AckStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    RECORDED = "RECORDED"
+    REJECTED = "REJECTED"
+
+
+@dataclass(frozen=True, slots=True)
+class ArrestWarrant:
+    issuing_country_id: str
+    charge: str
+    charge_translation: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """The wanted person, in the fields of INTERPOL's public notices API."""
+
+    name: str
+    forename: str | None = None
+    date_of_birth: str | None = None
+    sex_id: str | None = None
+    nationalities: tuple[str, ...] = ()
+    country_of_birth_id: str | None = None
+    place_of_birth: str | None = None
+    distinguishing_marks: str | None = None
+    height: float | None = None
+    weight: float | None = None
+    eyes_colors_id: tuple[str, ...] = ()
+    hairs_id: tuple[str, ...] = ()
+    languages_spoken_ids: tuple[str, ...] = ()
+    arrest_warrants: tuple[ArrestWarrant, ...] = ()
+    images: tuple[str, ...] = ()
+
+    def to_avro(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name, value in out.items():
+            if isinstance(value, tuple):
+                out[name] = list(value)
+        out["arrest_warrants"] = [dataclasses.asdict(w) for w in self.arrest_warrants]
+        return out
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> Person:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        for name, value in values.items():
+            if isinstance(value, list):
+                values[name] = tuple(value)
+        values["arrest_warrants"] = tuple(
+            ArrestWarrant(
+                issuing_country_id=w["issuing_country_id"],
+                charge=w["charge"],
+                charge_translation=w.get("charge_translation"),
+            )
+            for w in data.get("arrest_warrants", ())
+        )
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class NoticeEvent:
+    """One version of a red notice: its publication, an update, or its cancellation."""
+
+    notice_id: str
+    version: int
+    action: Action
+    requesting_country: str
+    published_at: datetime
+    target_countries: tuple[str, ...] = ()
+    person: Person | None = None
+    reason: str | None = None
+    event_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    def targets(self, country: str) -> bool:
+        """Whether the notice is meant for ``country`` (no targets means every country)."""
+        return not self.target_countries or country in self.target_countries
+
+    def to_avro(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "notice_id": self.notice_id,
+            "version": self.version,
+            "action": self.action.value,
+            "published_at": self.published_at,
+            "requesting_country": self.requesting_country,
+            "target_countries": list(self.target_countries),
+            "person": self.person.to_avro() if self.person else None,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> NoticeEvent:
+        person = data.get("person")
+        return cls(
+            event_id=data["event_id"],
+            notice_id=data["notice_id"],
+            version=data["version"],
+            action=Action(data["action"]),
+            published_at=_aware(data["published_at"]),
+            requesting_country=data["requesting_country"],
+            target_countries=tuple(data["target_countries"]),
+            person=Person.from_avro(person) if person else None,
+            reason=data.get("reason"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A country adapter's acknowledgement of one notice event."""
+
+    country: str
+    notice_id: str
+    version: int
+    status: AckStatus
+    at: datetime
+    adapter_id: str
+    reason: str | None = None
+    source_partition: int | None = None
+    source_offset: int | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["status"] = self.status.value
+        return out
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> Ack:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["status"] = AckStatus(values["status"])
+        values["at"] = _aware(values["at"])
+        return cls(**values)
+
+
+def utcnow() -> datetime:
+    """The default clock: aware UTC, millisecond precision (what Avro timestamp-millis keeps)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

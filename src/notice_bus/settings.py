@@ -1,0 +1,104 @@
+"""Typed, frozen settings, read from a TOML file and the environment.
+
+Precedence, lowest first: defaults, the config file (``NOTICE_BUS_CONFIG``, else ``notice-bus.toml``
+in the working directory if present), environment variables, explicit overrides. Every key of the
+file has an environment twin: ``topic_prefix`` is ``NOTICE_BUS_TOPIC_PREFIX``. The Kafka address
+also honours the conventional ``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from notice_bus.errors import ConfigError
+
+STATE_DIR = Path(".notice-bus")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that differs between deployments."""
+
+    bootstrap_servers: str = "localhost:9092"
+    #: Prepended to every topic name; lets several deployments (or tests) share one cluster.
+    topic_prefix: str = ""
+    partitions: int = 3
+    replication_factor: int = 1
+    hq_database_url: str = f"sqlite:///{STATE_DIR}/hq.db"
+    tracker_database_url: str = f"sqlite:///{STATE_DIR}/tracker.db"
+    #: Largest number of records an adapter writes in one transaction.
+    batch_size: int = 500
+    poll_timeout_ms: int = 500
+    #: Retries of a transient failure (local system or broker down) before the adapter gives up
+    #: on the batch and starts over from the last committed offset.
+    retry_attempts: int = 8
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    #: A country whose p95 apply lag or oldest outstanding notice exceeds this is LAGGING.
+    lag_threshold_s: float = 60.0
+    #: A country with outstanding notices that has said nothing for this long is DOWN.
+    down_after_s: float = 120.0
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults < config file < environment < ``overrides`` (``None`` values are ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get("NOTICE_BUS_CONFIG")
+        if path is None and Path("notice-bus.toml").is_file():
+            path = "notice-bus.toml"
+        if path is not None:
+            values.update(_read_file(Path(path)))
+        if "KAFKA_BOOTSTRAP_SERVERS" in env:
+            values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        for f in fields(cls):
+            key = f"NOTICE_BUS_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values, source=str(path) if path else "environment"))
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    # Accept both a flat file and one whose keys sit under [notice-bus].
+    section = data.get("notice-bus", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [notice-bus] must be a table")
+    return dict(section)
+
+
+def _coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(f"{source}: unknown setting {name!r}; known: {', '.join(known)}")
+        kind = type(getattr(Settings(), name))
+        try:
+            out[name] = kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{source}: setting {name!r} must be {kind.__name__}, got {raw!r}"
+            ) from exc
+    return out

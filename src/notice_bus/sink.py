@@ -1,0 +1,69 @@
+"""The contract between a country adapter and the country's local information system."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+
+from notice_bus.model import NoticeEvent
+
+
+class Sink(ABC):
+    """A local information system that takes in notices, in batches per Kafka partition.
+
+    Semantics every implementation keeps:
+
+    - ``add`` only buffers; nothing is durable until ``flush`` returns.
+    - ``flush`` makes everything buffered durable, then empties the buffer. If it raises, the
+      adapter treats the whole batch as not written and will offer it again: so writes must be
+      idempotent.
+    - Writes are ordered by version: a notice ends at the highest version ever added, whatever
+      order versions arrive in; a withdrawn notice stays withdrawn (a stale update never
+      brings it back, and a cancel for a notice never seen is kept, so that its earlier
+      versions, should they arrive later, are not taken in).
+    - ``flush`` raises :class:`~notice_bus.errors.LocalSystemUnavailable` (retriable) when the
+      system is unreachable, and :class:`~notice_bus.errors.LocalSystemRejected` when it refuses
+      the batch for good.
+    """
+
+    @abstractmethod
+    def add(self, event: NoticeEvent, partition: int) -> None:
+        """Buffer ``event``, read from ``partition`` of the country's topic."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Write everything buffered, durably."""
+
+    def discard(self, partitions: Iterable[int]) -> None:  # noqa: B027 - optional hook
+        """Forget what was buffered from ``partitions`` (they were taken away by a rebalance)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The default does nothing."""
+
+
+class PartitionBuffers:
+    """Buffered events per partition, collapsed to the highest version of each notice."""
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, dict[str, NoticeEvent]] = {}
+
+    def add(self, event: NoticeEvent, partition: int) -> None:
+        buf = self._by_partition.setdefault(partition, {})
+        held = buf.get(event.notice_id)
+        if held is None or held.version < event.version:
+            buf[event.notice_id] = event
+
+    def discard(self, partitions: Iterable[int]) -> None:
+        for p in partitions:
+            self._by_partition.pop(p, None)
+
+    def pending(self) -> list[NoticeEvent]:
+        """Every buffered event, one per notice."""
+        # Keys are notice ids, and a notice lives in one partition, so no notice appears twice.
+        return [e for buf in self._by_partition.values() for e in buf.values()]
+
+    def clear(self) -> None:
+        self._by_partition.clear()
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._by_partition.values())

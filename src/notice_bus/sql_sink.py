@@ -1,0 +1,99 @@
+"""The default local system: a relational database through SQLModel (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_
+
+from notice_bus.db import dialect_insert, make_engine, transaction
+from notice_bus.model import Action, NoticeEvent, utcnow
+from notice_bus.sink import PartitionBuffers, Sink
+from notice_bus.tables import ACTIVE, LOCAL_TABLES, RED_NOTICE, WITHDRAWN
+
+_TABLE: Any = RED_NOTICE
+_CANCEL_COLUMNS = (
+    "version",
+    "status",
+    "withdrawn_reason",
+    "event_id",
+    "published_at",
+    "recorded_at",
+)
+
+
+class SqlSink(Sink):
+    """Writes notices into the ``red_notice`` table, one upsert per batch.
+
+    A row changes only when the incoming version is higher than the stored one, and an active
+    version never replaces a withdrawn row, so replays, duplicates and reordering are harmless.
+    """
+
+    def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.engine = make_engine(database_url, LOCAL_TABLES)
+        self._clock = clock
+        self._buffers = PartitionBuffers()
+        insert = dialect_insert(self.engine)
+        stmt = insert(_TABLE)
+        newer = _TABLE.c.version < stmt.excluded.version
+        self._upsert_active = stmt.on_conflict_do_update(
+            index_elements=["notice_id"],
+            set_={c.name: stmt.excluded[c.name] for c in _TABLE.c if c.name != "notice_id"},
+            where=and_(newer, _TABLE.c.status != WITHDRAWN),
+        )
+        self._upsert_cancel = stmt.on_conflict_do_update(
+            index_elements=["notice_id"],
+            set_={name: stmt.excluded[name] for name in _CANCEL_COLUMNS},
+            where=newer,
+        )
+
+    def add(self, event: NoticeEvent, partition: int) -> None:
+        self._buffers.add(event, partition)
+
+    def discard(self, partitions: Iterable[int]) -> None:
+        self._buffers.discard(partitions)
+
+    def flush(self) -> None:
+        events = self._buffers.pending()
+        if not events:
+            return
+        now = self._clock()
+        active = [_row(e, now) for e in events if e.action is not Action.CANCEL]
+        cancels = [_row(e, now) for e in events if e.action is Action.CANCEL]
+        with transaction(self.engine) as conn:
+            if active:
+                conn.execute(self._upsert_active, active)
+            if cancels:
+                conn.execute(self._upsert_cancel, cancels)
+        self._buffers.clear()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = {c.name: None for c in _TABLE.c}
+    for name in (
+        "nationalities",
+        "eyes_colors_id",
+        "hairs_id",
+        "languages_spoken_ids",
+        "arrest_warrants",
+        "images",
+    ):
+        row[name] = []
+    if event.person is not None:
+        row.update(event.person.to_avro())
+    row.update(
+        notice_id=event.notice_id,
+        version=event.version,
+        status=WITHDRAWN if event.action is Action.CANCEL else ACTIVE,
+        requesting_country=event.requesting_country,
+        withdrawn_reason=event.reason if event.action is Action.CANCEL else None,
+        event_id=event.event_id,
+        published_at=event.published_at,
+        recorded_at=now,
+    )
+    return row

@@ -1,0 +1,134 @@
+"""SQLModel tables, one group per role: a country's local copy, HQ's records, the tracker.
+
+These are storage types; the wire types are in :mod:`notice_bus.model`. Times are stored as UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Table
+from sqlmodel import Field, SQLModel
+
+ACTIVE = "ACTIVE"
+WITHDRAWN = "WITHDRAWN"
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_column=Column(DateTime(timezone=True), **kw))
+
+
+def _json() -> Any:
+    return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+# --- a country's local information system ---------------------------------------------------
+
+
+class RedNotice(SQLModel, table=True):
+    """A country's copy of a red notice, at the highest version it has received."""
+
+    __tablename__ = "red_notice"
+
+    notice_id: str = Field(primary_key=True, max_length=16)
+    version: int
+    status: str = Field(max_length=10, index=True)
+    requesting_country: str = Field(max_length=2)
+    name: str | None = None  # None on a withdrawn notice this country never had
+    forename: str | None = None
+    date_of_birth: str | None = Field(default=None, max_length=10)
+    sex_id: str | None = Field(default=None, max_length=1)
+    nationalities: list[str] = _json()
+    country_of_birth_id: str | None = Field(default=None, max_length=2)
+    place_of_birth: str | None = None
+    distinguishing_marks: str | None = None
+    height: float | None = None
+    weight: float | None = None
+    eyes_colors_id: list[str] = _json()
+    hairs_id: list[str] = _json()
+    languages_spoken_ids: list[str] = _json()
+    arrest_warrants: list[dict[str, Any]] = _json()
+    images: list[str] = _json()
+    withdrawn_reason: str | None = None
+    event_id: str = Field(max_length=36)
+    published_at: datetime = _ts(nullable=False)
+    recorded_at: datetime = _ts(nullable=False)
+
+
+# --- HQ ----------------------------------------------------------------------------------------
+
+
+class HQNotice(SQLModel, table=True):
+    """HQ's record of every notice it has published, at its current version."""
+
+    __tablename__ = "hq_notice"
+
+    notice_id: str = Field(primary_key=True, max_length=16)
+    version: int
+    status: str = Field(max_length=10)
+    requesting_country: str = Field(max_length=2)
+    target_countries: list[str] = _json()
+    person: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    updated_at: datetime = _ts(nullable=False)
+
+
+class OutboxRecord(SQLModel, table=True):
+    """A Kafka record waiting to be sent: written in the same transaction as the notice, sent
+    and marked by the relay, so a crash between the database and Kafka loses nothing."""
+
+    __tablename__ = "hq_outbox"
+    __table_args__ = (Index("ix_hq_outbox_pending", "sent_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str
+    key: str
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    created_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts(nullable=True)
+
+
+# --- the tracker -------------------------------------------------------------------------------
+
+
+class SentEvent(SQLModel, table=True):
+    """A notice event HQ delivered to a country's topic, dated by HQ and by the broker."""
+
+    __tablename__ = "tracker_sent"
+
+    country: str = Field(primary_key=True, max_length=2)
+    notice_id: str = Field(primary_key=True, max_length=16)
+    version: int = Field(primary_key=True)
+    action: str = Field(max_length=8)
+    published_at: datetime = _ts(nullable=False)
+    broker_at: datetime = _ts(nullable=False)
+
+
+class AckEvent(SQLModel, table=True):
+    """An acknowledgement from a country, dated by the country and by the broker."""
+
+    __tablename__ = "tracker_ack"
+
+    country: str = Field(primary_key=True, max_length=2)
+    notice_id: str = Field(primary_key=True, max_length=32)
+    version: int = Field(primary_key=True)
+    status: str = Field(primary_key=True, max_length=10)
+    at: datetime = _ts(nullable=False)
+    broker_at: datetime = _ts(nullable=False)
+    adapter_id: str
+    reason: str | None = None
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+RED_NOTICE = _table(RedNotice)
+HQ_NOTICE = _table(HQNotice)
+OUTBOX = _table(OutboxRecord)
+SENT = _table(SentEvent)
+ACK = _table(AckEvent)
+LOCAL_TABLES = [RED_NOTICE]
+HQ_TABLES = [HQ_NOTICE, OUTBOX]
+TRACKER_TABLES = [SENT, ACK]
