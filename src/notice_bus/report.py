@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, exists, func, select
 from sqlalchemy.engine import Engine
 
 from notice_bus.db import as_utc, translate_errors
@@ -88,7 +88,7 @@ def build_report(
     recorded = _ACK.alias("recorded")
     rejected = _ACK.alias("rejected")
 
-    def joined(alias: Any, status: AckStatus) -> Any:
+    def same(alias: Any, status: AckStatus) -> Any:
         return and_(
             alias.c.country == _SENT.c.country,
             alias.c.notice_id == _SENT.c.notice_id,
@@ -96,16 +96,12 @@ def build_report(
             alias.c.status == status.value,
         )
 
-    query = (
-        select(
-            _SENT.c.country,
-            _SENT.c.broker_at,
-            recorded.c.broker_at.label("recorded_at"),
-            rejected.c.notice_id.label("rejected"),
-        )
-        .outerjoin(recorded, joined(recorded, AckStatus.RECORDED))
-        .outerjoin(rejected, joined(rejected, AckStatus.REJECTED))
-    )
+    query = select(
+        _SENT.c.country,
+        _SENT.c.broker_at,
+        recorded.c.broker_at.label("recorded_at"),
+        exists().where(same(rejected, AckStatus.REJECTED)).label("rejected"),
+    ).outerjoin(recorded, same(recorded, AckStatus.RECORDED))
     seen_query = select(_ACK.c.country, func.max(_ACK.c.broker_at)).group_by(_ACK.c.country)
     with translate_errors(str(engine.url)), engine.connect() as conn:
         rows = conn.execute(query).all()
@@ -117,7 +113,7 @@ def build_report(
         acc["sent"] += 1
         if recorded_at is not None:
             acc["lags"].append(max(0.0, (as_utc(recorded_at) - as_utc(sent_at)).total_seconds()))
-        elif was_rejected is not None:
+        elif was_rejected:
             acc["rejected"] += 1
         else:
             acc["waiting"].append(as_utc(sent_at))

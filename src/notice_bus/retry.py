@@ -26,7 +26,11 @@ def retrying(settings: Settings) -> Retrying:
     return Retrying(
         retry=retry_if_exception(is_retriable),
         stop=stop_after_attempt(settings.retry_attempts),
-        wait=wait_exponential_jitter(initial=settings.retry_initial_s, max=settings.retry_max_s),
+        wait=wait_exponential_jitter(
+            multiplier=settings.retry_initial_s,
+            max=settings.retry_max_s,
+            jitter=settings.retry_initial_s,
+        ),
         before_sleep=before_sleep_log(log, logging.WARNING),
         reraise=True,
     )

@@ -113,6 +113,9 @@ class AckEvent(SQLModel, table=True):
     notice_id: str = Field(primary_key=True, max_length=32)
     version: int = Field(primary_key=True)
     status: str = Field(primary_key=True, max_length=10)
+    #: "partition:offset" of the rejected record for REJECTED, so that two bad records of one
+    #: notice count twice and a replayed one once; empty for the other statuses.
+    position: str = Field(default="", primary_key=True, max_length=32)
     at: datetime = _ts(nullable=False)
     broker_at: datetime = _ts(nullable=False)
     adapter_id: str

@@ -21,7 +21,7 @@ from kafka.errors import KafkaError
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import dialect_insert, make_engine, transaction
 from notice_bus.errors import BrokerUnavailable, SchemaError, TransientError
-from notice_bus.model import Ack, NoticeEvent
+from notice_bus.model import Ack, AckStatus, NoticeEvent
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
@@ -132,13 +132,13 @@ class Tracker:
     def _ack_row(self, country: str | None, r: Any) -> dict[str, Any]:
         a = Ack.from_avro(self._acks.decode(r.value))
         # The topic says who answered: ACLs confine a bureau to its own acks topic.
-        # A record rejected before its notice id could be read is identified by its position.
-        notice_id = a.notice_id or f"?{a.source_partition}:{a.source_offset}"
+        rejected = a.status is AckStatus.REJECTED
         return {
             "country": country,
-            "notice_id": notice_id,
+            "notice_id": a.notice_id,
             "version": a.version,
             "status": a.status.value,
+            "position": f"{a.source_partition}:{a.source_offset}" if rejected else "",
             "at": a.at,
             "broker_at": _broker_time(r),
             "adapter_id": a.adapter_id,

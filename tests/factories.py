@@ -1,0 +1,54 @@
+"""Small builders of valid notices for tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from notice_bus.model import Action, ArrestWarrant, NoticeEvent, Person
+from notice_bus.validation import Draft
+
+PERSON = Person(
+    name="Иванов",
+    forename="Алексей",
+    date_of_birth="1980/04",
+    sex_id="M",
+    nationalities=("RU",),
+    arrest_warrants=(ArrestWarrant("RU", "Мошенничество", "Fraud"),),
+)
+
+
+def notice_json(notice_id: str = "2026/100", **fields: Any) -> dict[str, Any]:
+    """A notice as HQ's input JSON."""
+    body: dict[str, Any] = {
+        "notice_id": notice_id,
+        "name": "Dubois",
+        "forename": "Camille",
+        "date_of_birth": "1985/07/14",
+        "sex_id": "F",
+        "nationalities": ["FR"],
+        "arrest_warrants": [{"issuing_country_id": "FR", "charge": "Armed robbery"}],
+    }
+    body.update(fields)
+    return body
+
+
+def draft(notice_id: str = "2026/100", targets: tuple[str, ...] = (), **person: Any) -> Draft:
+    from dataclasses import replace
+
+    return Draft(notice_id, "RU", targets, replace(PERSON, **person))
+
+
+def event(
+    notice_id: str = "2026/100", version: int = 1, action: Action = Action.PUBLISH, **kw: Any
+) -> NoticeEvent:
+    values: dict[str, Any] = {
+        "notice_id": notice_id,
+        "version": version,
+        "action": action,
+        "requesting_country": "RU",
+        "published_at": datetime(2026, 11, 23, 8, 0, tzinfo=UTC),
+        "person": None if action is Action.CANCEL else PERSON,
+    }
+    values.update(kw)
+    return NoticeEvent(**values)

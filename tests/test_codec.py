@@ -1,0 +1,72 @@
+"""The wire format: single-object encoding and schema evolution both ways."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from notice_bus.codec import MAGIC, AvroCodec, MemorySchemaStore, load_schema, schema_fingerprint
+from notice_bus.errors import SchemaError
+from notice_bus.model import Ack, AckStatus, NoticeEvent
+from tests.factories import event
+
+V2 = json.loads((Path(__file__).parent / "schemas" / "notice_event_v2.avsc").read_text())
+
+
+def test_event_round_trip_keeps_every_field() -> None:
+    codec = AvroCodec(load_schema("notice_event"))
+    original = event(target_countries=("FR", "TH"))
+    assert NoticeEvent.from_avro(codec.decode(codec.encode(original.to_avro()))) == original
+
+
+def test_message_starts_with_single_object_header_and_fingerprint() -> None:
+    schema = load_schema("ack")
+    codec = AvroCodec(schema)
+    ack = Ack("FR", "2026/1", 1, AckStatus.RECORDED, event().published_at, "FR@test")
+    data = codec.encode(ack.to_avro())
+    assert data[:2] == MAGIC == b"\xc3\x01"
+    assert data[2:10] == schema_fingerprint(schema)
+
+
+def test_fingerprint_matches_avro_spec_for_a_primitive() -> None:
+    # The Avro spec's CRC-64-AVRO of "int" is 0x7275d51a3f395c8f, little-endian on the wire.
+    assert schema_fingerprint("int") == (0x7275D51A3F395C8F).to_bytes(8, "little")  # type: ignore[arg-type]
+
+
+def test_v1_reader_reads_v2_message_ignoring_the_new_field() -> None:
+    store = MemorySchemaStore()
+    writer = AvroCodec(V2, store)
+    reader = AvroCodec(load_schema("notice_event"), store)
+    original = event()
+    decoded = reader.decode(writer.encode({**original.to_avro(), "priority": "urgent"}))
+    assert "priority" not in decoded
+    assert NoticeEvent.from_avro(decoded) == original
+
+
+def test_v2_reader_reads_v1_message_with_the_default() -> None:
+    store = MemorySchemaStore()
+    writer = AvroCodec(load_schema("notice_event"), store)
+    reader = AvroCodec(V2, store)
+    decoded = reader.decode(writer.encode(event().to_avro()))
+    assert decoded["priority"] is None
+    assert decoded["notice_id"] == "2026/100"
+
+
+def test_unknown_writer_schema_is_a_schema_error() -> None:
+    data = AvroCodec(V2, MemorySchemaStore()).encode({**event().to_avro(), "priority": None})
+    reader = AvroCodec(load_schema("notice_event"), MemorySchemaStore())
+    with pytest.raises(SchemaError, match="unknown writer schema"):
+        reader.decode(data)
+
+
+@pytest.mark.parametrize("data", [b"", b"{json}", b"\xc3\x01short", MAGIC + b"\x00" * 8 + b"\xff"])
+def test_garbage_is_a_schema_error(data: bytes) -> None:
+    with pytest.raises(SchemaError):
+        AvroCodec(load_schema("notice_event")).decode(data)
+
+
+def test_record_that_does_not_fit_is_refused_on_encode() -> None:
+    with pytest.raises(SchemaError, match="does not fit"):
+        AvroCodec(load_schema("ack")).encode({"country": "FR"})
