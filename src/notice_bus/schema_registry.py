@@ -16,7 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from notice_bus.codec import MemorySchemaStore, Schema, SchemaStore, schema_fingerprint
-from notice_bus.errors import BrokerUnavailable
+from notice_bus.errors import BrokerUnavailable, ConfigError
 from notice_bus.settings import Settings
 from notice_bus.topics import TopicNames, kafka_config
 
@@ -27,13 +27,18 @@ class KafkaSchemaStore(SchemaStore):
         self._topic = TopicNames(settings.topic_prefix).schemas
         self._known = MemorySchemaStore()
         self._lock = threading.Lock()
-        self._loaded = False
+        self._topic_exists = False
 
     def register(self, schema: Schema) -> bytes:
         fp = schema_fingerprint(schema)
         if self._known.lookup(fp) is None:
             self._refresh()
         if self._known.lookup(fp) is None:
+            if not self._topic_exists:
+                raise ConfigError(
+                    f"topic {self._topic} does not exist at {self._settings.bootstrap_servers};"
+                    " run `notice-bus topics init --countries ...` first"
+                )
             self._send(fp, schema)
             self._known.register(schema)
         return fp
@@ -46,13 +51,18 @@ class KafkaSchemaStore(SchemaStore):
         return found
 
     def _send(self, fp: bytes, schema: Schema) -> None:
-        producer = KafkaProducer(**kafka_config(self._settings, "notice-bus-schemas"))
+        producer = KafkaProducer(
+            **kafka_config(self._settings, "notice-bus-schemas"), max_block_ms=15000
+        )
         try:
             producer.send(
                 self._topic, key=fp.hex().encode(), value=json.dumps(schema).encode()
             ).get(timeout=30)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"registering schema {schema.get('name')}: {exc}") from exc
+            raise BrokerUnavailable(
+                f"registering schema {schema.get('name')} at {self._settings.bootstrap_servers}:"
+                f" {exc}"
+            ) from exc
         finally:
             producer.close()
 
@@ -69,6 +79,7 @@ class KafkaSchemaStore(SchemaStore):
                 tps = [TopicPartition(self._topic, p) for p in partitions]
                 if not tps:
                     return
+                self._topic_exists = True
                 consumer.assign(tps)
                 consumer.seek_to_beginning()
                 end = consumer.end_offsets(tps)
@@ -76,9 +87,11 @@ class KafkaSchemaStore(SchemaStore):
                     for records in consumer.poll(timeout_ms=1000).values():
                         for record in records:
                             self._known.register(json.loads(record.value))
-                self._loaded = True
             except KafkaError as exc:
-                raise BrokerUnavailable(f"reading schema topic {self._topic}: {exc}") from exc
+                raise BrokerUnavailable(
+                    f"cannot read schema topic {self._topic} at"
+                    f" {self._settings.bootstrap_servers}: {exc}"
+                ) from exc
             finally:
                 if consumer is not None:
                     consumer.close()

@@ -1,0 +1,37 @@
+# Every target sets up what it needs: a virtualenv in .venv, and the system programs the local
+# Kafka broker and test PostgreSQL need (scripts/system-deps.sh).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help test lint demo venv clean
+
+help:
+	@echo "make demo   run HQ, a tracker and 11 country adapters on a local Kafka broker"
+	@echo "make test   lint, type-check and run the tests on real Kafka and PostgreSQL"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests consumers
+	$(BIN)/ruff format --check src tests consumers
+	$(BIN)/mypy
+
+test: $(STAMP)
+	bash scripts/system-deps.sh kafka postgres
+	$(MAKE) lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	bash scripts/system-deps.sh kafka
+	$(BIN)/notice-bus demo
+
+clean:
+	rm -rf $(VENV) .notice-bus .pytest_cache .mypy_cache .ruff_cache
