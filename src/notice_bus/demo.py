@@ -64,7 +64,6 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
     for path in STATE_DIR.glob("*.db*"):
         path.unlink()
     demo_dir.mkdir(parents=True)
-    settings = settings.with_(lag_threshold_s=5.0, down_after_s=20.0, retry_attempts=3)
 
     broker: LocalBroker | None = None
     if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:

@@ -40,10 +40,12 @@ class Settings:
     retry_attempts: int = 8
     retry_initial_s: float = 0.2
     retry_max_s: float = 5.0
-    #: A country whose p95 apply lag or oldest outstanding notice exceeds this is LAGGING.
-    lag_threshold_s: float = 60.0
+    #: A country whose p95 apply lag or oldest outstanding notice exceeds this is LAGGING. A
+    #: healthy adapter records a notice within a second; ten is an early warning, well before
+    #: any service-level deadline.
+    lag_threshold_s: float = 10.0
     #: A country with outstanding notices that has said nothing for this long is DOWN.
-    down_after_s: float = 120.0
+    down_after_s: float = 60.0
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""
