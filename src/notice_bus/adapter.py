@@ -4,15 +4,18 @@ Each poll runs the same single-purpose steps, in order:
 
 1. **decode** the Avro message (any schema version the schema store knows);
 2. **validate** it against the notice rules and check it is addressed to this country;
-3. **write** the valid ones through the :class:`~notice_bus.sink.Sink` (retried while the local
-   system is unavailable);
+3. **write** the valid ones through the :class:`~notice_bus.sink.Sink`;
 4. **acknowledge**: RECEIVED and RECORDED to the country's acks topic; invalid records go to the
    dead-letter topic with their reason and a REJECTED acknowledgement;
 5. **commit** the offsets, only once every record of the batch is written or dead-lettered and
    every acknowledgement is confirmed by the broker.
 
-If a step fails for a passing reason, the batch is read again from the committed offsets: the
-writes are idempotent and the tracker deduplicates acknowledgements, so a replay is harmless.
+When the local system is unavailable, a few quick retries absorb a blip; past them the adapter
+*holds* the batch: it pauses its partitions, keeps polling (so the group sees a live member and
+does not rebalance), probes the system's health with backoff, and finishes the batch when the
+system answers again. When the broker fails us, the batch is read again from the committed
+offsets; writes are idempotent and the tracker deduplicates acknowledgements, so a replay is
+harmless.
 """
 
 from __future__ import annotations
@@ -21,29 +24,33 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
+from notice_bus.acknowledger import Acknowledger
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.errors import (
     BrokerUnavailable,
     InvalidMessage,
     InvalidNotice,
+    LocalSystemUnavailable,
     SchemaError,
     TransientError,
 )
-from notice_bus.model import Ack, AckStatus, NoticeEvent, utcnow
+from notice_bus.model import AckStatus, NoticeEvent, utcnow
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
 from notice_bus.topics import TopicNames, kafka_config
-from notice_bus.validation import NOTICE_ID, validate_event
+from notice_bus.validation import validate_event
 
 log = logging.getLogger("notice_bus.adapter")
 
@@ -54,8 +61,23 @@ def group_id(settings: Settings, country: str) -> str:
     return f"{settings.topic_prefix}notice-bus.{country}"
 
 
+@dataclass
+class _Batch:
+    """Records polled together, the events taken from them, and what was said so far."""
+
+    records: list[Any]
+    accepted: list[tuple[Any, NoticeEvent]] = field(default_factory=list)
+    said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
+    attempts: int = 0
+    next_try: float = 0.0
+
+
 class Adapter:
-    """Consumes ``country``'s notices as a member of the country's consumer group."""
+    """Consumes ``country``'s notices as a member of the country's consumer group.
+
+    ``from_beginning`` re-reads the whole (compacted) topic once, for a bureau rebuilding its
+    local copy: the latest version of every notice is there.
+    """
 
     def __init__(
         self,
@@ -66,17 +88,18 @@ class Adapter:
         clock: Clock = utcnow,
         adapter_id: str | None = None,
         schemas: SchemaStore | None = None,
+        from_beginning: bool = False,
     ) -> None:
         self.settings = settings
         self.country = country
         self.sink = sink
         self.adapter_id = adapter_id or f"{country}@{socket.gethostname()}:{os.getpid()}"
-        self._clock = clock
         self._names = TopicNames(settings.topic_prefix)
         store = schemas if schemas is not None else KafkaSchemaStore(settings)
         self._events = AvroCodec(load_schema("notice_event"), store)
-        self._acks = AvroCodec(load_schema("ack"), store)
         self._retry = retrying(settings)
+        self._held: _Batch | None = None
+        self._rewind_on_assign = from_beginning
         config = kafka_config(settings, f"notice-bus-adapter-{country}")
         try:
             self._consumer = KafkaConsumer(
@@ -87,12 +110,15 @@ class Adapter:
                 isolation_level="read_committed",
                 max_poll_records=settings.batch_size,
             )
-            self._producer = KafkaProducer(**config, linger_ms=5)
+            producer = KafkaProducer(**config, linger_ms=5)
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
             ) from exc
-        self._consumer.subscribe([self._names.notices(country)])
+        acks = AvroCodec(load_schema("ack"), store)
+        self._producer = producer
+        self._say = Acknowledger(producer, self._names, country, self.adapter_id, acks, clock)
+        self._consumer.subscribe([self._names.notices(country)], listener=_Rebalance(self))
 
     # --- running ----------------------------------------------------------------------------
 
@@ -102,22 +128,37 @@ class Adapter:
         try:
             while not stop.is_set():
                 self.step()
+            if self._held is not None:
+                log.warning("%s: leaving with a held batch; it will be read again", self.country)
         finally:
             self.close()
 
     def step(self) -> int:
-        """Poll once and process what came; returns the number of records handled."""
-        batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
-        records = [r for part in batch.values() for r in part]
-        if not records:
+        """Poll once and process what came; returns the number of records finished."""
+        if self._held is not None:
+            return self._step_held()
+        polled = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        batch = _Batch([r for part in polled.values() for r in part])
+        if not batch.records:
             return 0
         try:
-            self._process(records)
-        except TransientError as exc:
-            log.error("%s: batch not done, it will be read again: %s", self.country, exc)
-            self._rewind(batch)
+            self._take_in(batch)
+            for attempt in self._retry:
+                with attempt:
+                    self.sink.flush()
+            self._finish(batch)
+        except LocalSystemUnavailable as exc:
+            self._hold(batch, exc)
             return 0
-        return len(records)
+        except TransientError as exc:
+            self._abandon(batch, exc)
+            return 0
+        return len(batch.records)
+
+    @property
+    def holding(self) -> bool:
+        """Whether a batch waits for the local system to come back."""
+        return self._held is not None
 
     def close(self) -> None:
         """Leave the consumer group and release connections."""
@@ -130,25 +171,24 @@ class Adapter:
 
     # --- the pipeline -----------------------------------------------------------------------
 
-    def _process(self, records: Sequence[Any]) -> None:
-        pending: list[Any] = []
-        recorded: list[tuple[Any, NoticeEvent]] = []
-        for record in records:
+    def _take_in(self, batch: _Batch) -> None:
+        """Decode and validate every record; buffer the good ones, dead-letter the rest."""
+        for record in batch.records:
             try:
                 event = self._decode(record)
                 self._validate(record, event)
             except InvalidMessage as exc:
-                pending += self._dead_letter(record, exc)
+                batch.said += self._say.reject(record, exc, _peek_version(self._events, record))
                 continue
             self.sink.add(event, record.partition)
-            pending.append(self._ack(event, AckStatus.RECEIVED, record))
-            recorded.append((record, event))
-        for attempt in self._retry:
-            with attempt:
-                self.sink.flush()
-        pending += [self._ack(e, AckStatus.RECORDED, r) for r, e in recorded]
-        self._confirm(pending)
-        self._commit(records)
+            batch.said.append(self._say.ack(event, AckStatus.RECEIVED, record))
+            batch.accepted.append((record, event))
+
+    def _finish(self, batch: _Batch) -> None:
+        """After the write: RECORDED acks, wait for the broker, commit."""
+        batch.said += [self._say.ack(e, AckStatus.RECORDED, r) for r, e in batch.accepted]
+        self._say.confirm(batch.said)
+        self._commit(batch.records)
 
     def _decode(self, record: Any) -> NoticeEvent:
         if record.value is None:
@@ -168,9 +208,8 @@ class Adapter:
         if _key(record) != event.notice_id:
             raise self._invalid(record, f"key {_key(record)!r} is not notice {event.notice_id}")
         if not event.targets(self.country):
-            raise self._invalid(
-                record, f"notice {event.notice_id} is not addressed to {self.country}"
-            )
+            reason = f"notice {event.notice_id} is not addressed to {self.country}"
+            raise self._invalid(record, reason)
 
     def _invalid(self, record: Any, reason: str) -> InvalidMessage:
         return InvalidMessage(
@@ -181,84 +220,100 @@ class Adapter:
             key=_key(record),
         )
 
-    def _dead_letter(self, record: Any, exc: InvalidMessage) -> list[Any]:
-        log.warning("%s: dead-lettered %s", self.country, exc)
-        headers = [
-            ("reason", exc.reason.encode()),
-            ("source.topic", record.topic.encode()),
-            ("source.partition", str(record.partition).encode()),
-            ("source.offset", str(record.offset).encode()),
-            ("adapter", self.adapter_id.encode()),
-        ]
-        dlq = self._producer.send(
-            self._names.dead_letters(self.country),
-            key=record.key,
-            value=record.value,
-            headers=headers,
-        )
-        notice_id = exc.key if exc.key and NOTICE_ID.match(exc.key) else ""
-        version = _peek_version(self._events, record.value)
-        ack = Ack(
-            country=self.country,
-            notice_id=notice_id,
-            version=version,
-            status=AckStatus.REJECTED,
-            at=self._clock(),
-            adapter_id=self.adapter_id,
-            reason=exc.reason[:1000],
-            source_partition=record.partition,
-            source_offset=record.offset,
-        )
-        return [dlq, self._send_ack(ack)]
-
-    def _ack(self, event: NoticeEvent, status: AckStatus, record: Any) -> Any:
-        return self._send_ack(
-            Ack(
-                country=self.country,
-                notice_id=event.notice_id,
-                version=event.version,
-                status=status,
-                at=self._clock(),
-                adapter_id=self.adapter_id,
-                source_partition=record.partition,
-                source_offset=record.offset,
-            )
-        )
-
-    def _send_ack(self, ack: Ack) -> Any:
-        return self._producer.send(
-            self._names.acks(self.country),
-            key=ack.notice_id.encode(),
-            value=self._acks.encode(ack.to_avro()),
-        )
-
-    def _confirm(self, futures: Sequence[Any]) -> None:
-        """Wait until the broker has every acknowledgement and dead letter."""
-        try:
-            self._producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=30)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
-
     def _commit(self, records: Sequence[Any]) -> None:
-        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for r in records:
-            offsets[TopicPartition(r.topic, r.partition)] = OffsetAndMetadata(r.offset + 1, "", -1)
+        offsets = {
+            TopicPartition(r.topic, r.partition): OffsetAndMetadata(r.offset + 1, "", -1)
+            for r in records  # later records of a partition overwrite earlier ones
+        }
         try:
             self._consumer.commit(offsets)
         except CommitFailedError as exc:
-            # The partitions moved to another member, which will read them again; our writes
-            # and acknowledgements are idempotent, so nothing is lost and nothing doubles.
+            # The partitions moved to another member, which will read them again; writes and
+            # acknowledgements are idempotent, so nothing is lost and nothing doubles.
             log.warning("%s: commit refused after a rebalance: %s", self.country, exc)
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {exc}") from exc
 
-    def _rewind(self, batch: dict[TopicPartition, list[Any]]) -> None:
-        self.sink.discard(tp.partition for tp in batch)
-        for tp, records in batch.items():
-            if records and tp in self._consumer.assignment():
-                self._consumer.seek(tp, records[0].offset)
+    # --- outages ----------------------------------------------------------------------------
+
+    def _hold(self, batch: _Batch, exc: Exception) -> None:
+        log.error(
+            "%s: local system unavailable, holding %d records: %s",
+            self.country,
+            len(batch.records),
+            exc,
+        )
+        self._consumer.pause(*self._consumer.assignment())
+        batch.next_try = time.monotonic() + self._backoff(batch.attempts)
+        self._held = batch
+
+    def _step_held(self) -> int:
+        # Polling paused partitions returns nothing but keeps this member in the group.
+        self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        batch = self._held
+        if batch is None or time.monotonic() < batch.next_try:
+            return 0  # dropped by a rebalance, or not yet time
+        batch.attempts += 1
+        health = self.sink.health()
+        try:
+            if not health.ok:
+                raise LocalSystemUnavailable(health.detail or "health check failed")
+            self.sink.flush()
+            self._finish(batch)
+        except LocalSystemUnavailable as exc:
+            batch.next_try = time.monotonic() + self._backoff(batch.attempts)
+            log.warning("%s: still unavailable (attempt %d): %s", self.country, batch.attempts, exc)
+            return 0
+        except TransientError as exc:
+            self._held = None
+            self._consumer.resume(*self._consumer.assignment())
+            self._abandon(batch, exc)
+            return 0
+        log.info("%s: local system back after %d attempts", self.country, batch.attempts)
+        self._held = None
+        self._consumer.resume(*self._consumer.assignment())
+        return len(batch.records)
+
+    def _backoff(self, attempts: int) -> float:
+        return float(min(self.settings.retry_max_s, self.settings.retry_initial_s * 2**attempts))
+
+    def _abandon(self, batch: _Batch, exc: Exception) -> None:
+        """Read the batch again from its first offsets."""
+        log.error("%s: batch not done, it will be read again: %s", self.country, exc)
+        first: dict[TopicPartition, int] = {}
+        for r in batch.records:
+            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        self.sink.discard(tp.partition for tp in first)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
+
+    def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        if self._held is not None:
+            log.warning(
+                "%s: partitions revoked while holding a batch; its new owner re-reads it",
+                self.country,
+            )
+            self._held = None
+        self.sink.discard(tp.partition for tp in partitions)
+
+    def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        if self._rewind_on_assign and partitions:
+            log.info("%s: reading %d partitions from the beginning", self.country, len(partitions))
+            self._consumer.seek_to_beginning(*partitions)
+            self._rewind_on_assign = False
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, adapter: Adapter) -> None:
+        self._adapter = adapter
+
+    def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        self._adapter._revoked(revoked)
+
+    def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        self._adapter._assigned(assigned)
 
 
 def _key(record: Any) -> str | None:
@@ -268,10 +323,10 @@ def _key(record: Any) -> str | None:
         return None
 
 
-def _peek_version(codec: AvroCodec, value: bytes | None) -> int:
+def _peek_version(codec: AvroCodec, record: Any) -> int:
     """The version of a rejected record, if it decodes at all; 0 otherwise."""
     try:
-        version = codec.decode(value or b"").get("version", 0)
+        version = codec.decode(record.value or b"").get("version", 0)
     except SchemaError:
         return 0
     return version if isinstance(version, int) else 0

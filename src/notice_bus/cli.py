@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from notice_bus.errors import NoticeBusError
-from notice_bus.settings import Settings
+from notice_bus.settings import STATE_DIR, Settings
 
 log = logging.getLogger("notice_bus")
 
@@ -112,14 +112,36 @@ def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.adapter import Adapter
-    from notice_bus.sql_sink import SqlSink
+    from notice_bus.errors import ConfigError
+    from notice_bus.local_system import as_sink, load_system, read_system_config
     from notice_bus.topics import parse_countries
 
-    [country] = parse_countries(args.country) or [""]
+    countries = parse_countries(args.country)
+    if len(countries) != 1:
+        raise ConfigError("--country takes one country code")
+    [country] = countries
     if args.batch_size:
         settings = settings.with_(batch_size=args.batch_size)
-    adapter = Adapter(settings, country, SqlSink(args.database_url))
-    adapter.run(_stop_on_signals())
+    if args.database_url:
+        options: dict[str, object] = {"database_url": args.database_url}
+    elif args.system_config:
+        options = read_system_config(args.system_config)
+    else:
+        raise ConfigError("give --database-url, or --system with --system-config")
+    name = args.system or "sql"
+    ledger = args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{country}.db"
+    sink = as_sink(load_system(name, options), ledger)
+    Adapter(settings, country, sink, from_beginning=args.from_beginning).run(_stop_on_signals())
+    return 0
+
+
+def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.hq import HQ
+    from notice_bus.topics import parse_countries
+
+    [country] = parse_countries(args.country)
+    with HQ(settings) as hq:
+        print(f"{hq.bootstrap(country)} active notices sent to {country}")
     return 0
 
 
@@ -177,12 +199,30 @@ def _parser() -> argparse.ArgumentParser:
 
     command("relay", _cmd_relay, "send what HQ's outbox still holds")
 
-    c = command("adapter", _cmd_adapter, "run a country's adapter into a local database")
+    c = command("adapter", _cmd_adapter, "run a country's adapter into its local system")
     c.add_argument("--country", required=True)
     c.add_argument(
-        "--database-url", required=True, help="e.g. postgresql://user:pw@host/db or sqlite:///fr.db"
+        "--database-url",
+        help="our own table in this database: postgresql://user:pw@host/db or sqlite:///fr.db",
+    )
+    c.add_argument(
+        "--system",
+        help="local-system plug-in: sql, legacy-postgres, rest, file-drop, or module:Class",
+    )
+    c.add_argument("--system-config", help="TOML file of the plug-in's options")
+    c.add_argument(
+        "--ledger-url",
+        help="where a plug-in's version ledger lives (default .notice-bus/ledger-CC.db)",
+    )
+    c.add_argument(
+        "--from-beginning",
+        action="store_true",
+        help="re-read every notice (to rebuild a local copy), then follow live traffic",
     )
     c.add_argument("--batch-size", type=int)
+
+    c = command("bootstrap", _cmd_bootstrap, "send a country every notice active now")
+    c.add_argument("--country", required=True, help="a country that joined late")
 
     c = command("tracker", _cmd_tracker, "record every country's acknowledgements for HQ")
     c.add_argument("--database-url", help="default: settings.tracker_database_url")

@@ -28,7 +28,15 @@ from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice
 from notice_bus.model import Action, NoticeEvent, Person, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import ACTIVE, HQ_TABLES, OUTBOX, WITHDRAWN, HQNotice, OutboxRecord
+from notice_bus.tables import (
+    ACTIVE,
+    HQ_NOTICE,
+    HQ_TABLES,
+    OUTBOX,
+    WITHDRAWN,
+    HQNotice,
+    OutboxRecord,
+)
 from notice_bus.topics import TopicNames, kafka_config, registered_countries
 from notice_bus.validation import Draft, check_notice_id, parse_draft
 
@@ -161,6 +169,32 @@ class HQ:
         if relay:
             self.relay()
         return event
+
+    def bootstrap(self, country: str, *, relay: bool = True) -> int:
+        """Send ``country`` (which joined late) the current version of every active notice
+        meant for it; cancelled notices are not sent. Returns how many were queued."""
+        if country not in registered_countries(self.settings):
+            raise HQStateError(f"{country} has no topic; run `notice-bus topics init` first")
+        queued = 0
+        with self._session() as session:
+            active = select(HQ_NOTICE).where(HQ_NOTICE.c.status == ACTIVE)
+            for notice in session.execute(active):
+                if notice.target_countries and country not in notice.target_countries:
+                    continue
+                event = NoticeEvent(
+                    notice_id=notice.notice_id,
+                    version=notice.version,
+                    action=Action.PUBLISH if notice.version == 1 else Action.UPDATE,
+                    requesting_country=notice.requesting_country,
+                    published_at=notice.updated_at,
+                    target_countries=tuple(notice.target_countries),
+                    person=Person.from_avro(notice.person or {}),
+                )
+                self._enqueue(session, event, [country])
+                queued += 1
+        if relay:
+            self.relay()
+        return queued
 
     def person(self, notice_id: str) -> Person | None:
         """The current person data HQ holds for a notice (``None`` if unknown or cancelled)."""

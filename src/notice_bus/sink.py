@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from notice_bus.model import NoticeEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Whether a local system answers now, and if not, what it said."""
+
+    ok: bool
+    detail: str = ""
 
 
 class Sink(ABC):
@@ -36,6 +45,10 @@ class Sink(ABC):
 
     def discard(self, partitions: Iterable[int]) -> None:  # noqa: B027 - optional hook
         """Forget what was buffered from ``partitions`` (they were taken away by a rebalance)."""
+
+    def health(self) -> Health:
+        """Cheap, never raises; the adapter asks before retrying after an outage."""
+        return Health(True)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The default does nothing."""

@@ -6,11 +6,12 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_
+from sqlalchemy import and_, text
 
-from notice_bus.db import dialect_insert, make_engine, transaction
+from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
+from notice_bus.errors import NoticeBusError
 from notice_bus.model import Action, NoticeEvent, utcnow
-from notice_bus.sink import PartitionBuffers, Sink
+from notice_bus.sink import Health, PartitionBuffers, Sink
 from notice_bus.tables import ACTIVE, LOCAL_TABLES, RED_NOTICE, WITHDRAWN
 
 _TABLE: Any = RED_NOTICE
@@ -68,6 +69,14 @@ class SqlSink(Sink):
             if cancels:
                 conn.execute(self._upsert_cancel, cancels)
         self._buffers.clear()
+
+    def health(self) -> Health:
+        try:
+            with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except NoticeBusError as exc:
+            return Health(False, str(exc))
+        return Health(True)
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,1 @@
+"""Local-system plug-ins for country adapters; see ``notice_bus.local_system``."""
