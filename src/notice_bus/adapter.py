@@ -38,8 +38,10 @@ from notice_bus.acknowledger import Acknowledger
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.errors import (
     BrokerUnavailable,
+    ConfigError,
     InvalidMessage,
     InvalidNotice,
+    LocalSystemRejected,
     LocalSystemUnavailable,
     SchemaError,
     TransientError,
@@ -66,7 +68,9 @@ class _Batch:
     """Records polled together, the events taken from them, and what was said so far."""
 
     records: list[Any]
-    accepted: list[tuple[Any, NoticeEvent]] = field(default_factory=list)
+    taken: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # valid ones
+    recorded: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # written
+    refused: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
     said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
     attempts: int = 0
     next_try: float = 0.0
@@ -76,7 +80,9 @@ class Adapter:
     """Consumes ``country``'s notices as a member of the country's consumer group.
 
     ``from_beginning`` re-reads the whole (compacted) topic once, for a bureau rebuilding its
-    local copy: the latest version of every notice is there.
+    local copy: the latest version of every notice is there. ``instance_id`` makes the member
+    static: a restarted instance with the same id takes its partitions back at once, without
+    waiting for the session to time out or rebalancing the others.
     """
 
     def __init__(
@@ -89,6 +95,7 @@ class Adapter:
         adapter_id: str | None = None,
         schemas: SchemaStore | None = None,
         from_beginning: bool = False,
+        instance_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.country = country
@@ -99,6 +106,7 @@ class Adapter:
         self._events = AvroCodec(load_schema("notice_event"), store)
         self._retry = retrying(settings)
         self._held: _Batch | None = None
+        self._closed = False
         self._rewind_on_assign = from_beginning
         config = kafka_config(settings, f"notice-bus-adapter-{country}")
         try:
@@ -109,6 +117,10 @@ class Adapter:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_poll_records=settings.batch_size,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
+                group_instance_id=instance_id,
+                metadata_max_age_ms=30000,  # notice added partitions within half a minute
             )
             producer = KafkaProducer(**config, linger_ms=5)
         except KafkaError as exc:
@@ -118,7 +130,16 @@ class Adapter:
         acks = AvroCodec(load_schema("ack"), store)
         self._producer = producer
         self._say = Acknowledger(producer, self._names, country, self.adapter_id, acks, clock)
-        self._consumer.subscribe([self._names.notices(country)], listener=_Rebalance(self))
+        topic = self._names.notices(country)
+        # Knowing the topic's partitions before joining lets this member, if it leads the
+        # group, assign them at once; it is also where a missing topic is noticed.
+        if not self._consumer.partitions_for_topic(topic):
+            self.close()
+            raise ConfigError(
+                f"topic {topic} does not exist at {settings.bootstrap_servers}; run"
+                f" `notice-bus topics init --countries {country}` first"
+            )
+        self._consumer.subscribe([topic], listener=_Rebalance(self))
 
     # --- running ----------------------------------------------------------------------------
 
@@ -143,9 +164,7 @@ class Adapter:
             return 0
         try:
             self._take_in(batch)
-            for attempt in self._retry:
-                with attempt:
-                    self.sink.flush()
+            self._write(batch)
             self._finish(batch)
         except LocalSystemUnavailable as exc:
             self._hold(batch, exc)
@@ -161,7 +180,10 @@ class Adapter:
         return self._held is not None
 
     def close(self) -> None:
-        """Leave the consumer group and release connections."""
+        """Leave the consumer group and release connections. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self._producer.flush(timeout=10)
         finally:
@@ -180,13 +202,46 @@ class Adapter:
             except InvalidMessage as exc:
                 batch.said += self._say.reject(record, exc, _peek_version(self._events, record))
                 continue
-            self.sink.add(event, record.partition)
             batch.said.append(self._say.ack(event, AckStatus.RECEIVED, record))
-            batch.accepted.append((record, event))
+            batch.taken.append((record, event))
+
+    def _write(self, batch: _Batch) -> None:
+        """Write every valid event of the batch (again, if this is a retry: writes are
+        idempotent). If the local system refuses the batch for good, find out which notices
+        it refuses, one by one, and dead-letter those. Raises LocalSystemUnavailable."""
+        partitions = {r.partition for r in batch.records}
+        self.sink.discard(partitions)
+        for record, event in batch.taken:
+            self.sink.add(event, record.partition)
+        try:
+            self._flush()
+            batch.recorded = list(batch.taken)
+            return
+        except LocalSystemRejected as exc:
+            log.error("%s: local system refused a batch, isolating: %s", self.country, exc)
+        batch.recorded = []
+        for record, event in batch.taken:
+            if (record.partition, record.offset) in batch.refused:
+                continue
+            self.sink.discard(partitions)  # nothing but this one event in the buffers
+            self.sink.add(event, record.partition)
+            try:
+                self._flush()
+            except LocalSystemRejected as refused:
+                batch.refused.add((record.partition, record.offset))
+                why = self._invalid(record, f"local system refused it: {refused}")
+                batch.said += self._say.reject(record, why, event.version)
+                continue
+            batch.recorded.append((record, event))
+
+    def _flush(self) -> None:
+        for attempt in self._retry:
+            with attempt:
+                self.sink.flush()
 
     def _finish(self, batch: _Batch) -> None:
         """After the write: RECORDED acks, wait for the broker, commit."""
-        batch.said += [self._say.ack(e, AckStatus.RECORDED, r) for r, e in batch.accepted]
+        batch.said += [self._say.ack(e, AckStatus.RECORDED, r) for r, e in batch.recorded]
         self._say.confirm(batch.said)
         self._commit(batch.records)
 
@@ -258,7 +313,7 @@ class Adapter:
         try:
             if not health.ok:
                 raise LocalSystemUnavailable(health.detail or "health check failed")
-            self.sink.flush()
+            self._write(batch)
             self._finish(batch)
         except LocalSystemUnavailable as exc:
             batch.next_try = time.monotonic() + self._backoff(batch.attempts)

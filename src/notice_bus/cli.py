@@ -131,7 +131,10 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     name = args.system or "sql"
     ledger = args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{country}.db"
     sink = as_sink(load_system(name, options), ledger)
-    Adapter(settings, country, sink, from_beginning=args.from_beginning).run(_stop_on_signals())
+    adapter = Adapter(
+        settings, country, sink, from_beginning=args.from_beginning, instance_id=args.instance_id
+    )
+    adapter.run(_stop_on_signals())
     return 0
 
 
@@ -218,6 +221,10 @@ def _parser() -> argparse.ArgumentParser:
         "--from-beginning",
         action="store_true",
         help="re-read every notice (to rebuild a local copy), then follow live traffic",
+    )
+    c.add_argument(
+        "--instance-id",
+        help="a stable name for this instance (static group membership: fast restarts)",
     )
     c.add_argument("--batch-size", type=int)
 

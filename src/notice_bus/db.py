@@ -41,7 +41,9 @@ def make_engine(url: str, tables: Sequence[Any] = ()) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            # A host that drops packets must not block a write for the OS's TCP timeout.
+            args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+            engine = create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"bad database URL {redact(url)}: {exc}") from exc
     if tables:

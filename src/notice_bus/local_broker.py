@@ -117,6 +117,7 @@ class LocalBroker:
         self.heap_mb = heap_mb
         self.port = free_port()
         self.controller_port = free_port()
+        self.cluster_id = _cluster_id()  # kept, so a restart finds its data formatted alike
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -140,7 +141,7 @@ class LocalBroker:
                 log4j,
                 "kafka.tools.StorageTool",
                 "format",
-                f"--cluster-id={_cluster_id()}",
+                f"--cluster-id={self.cluster_id}",
                 "-c",
                 str(config),
                 "--ignore-formatted",
@@ -170,7 +171,8 @@ class LocalBroker:
         self._wait_ready(timeout_s)
         return self.bootstrap_servers
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 30.0, *, keep_data: bool = False) -> None:
+        """Shut the broker down; ``keep_data`` lets :meth:`start` bring it back as it was."""
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGTERM)  # controlled shutdown
@@ -179,7 +181,7 @@ class LocalBroker:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if self._own_dir:
+        if self._own_dir and not keep_data:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> LocalBroker:

@@ -35,6 +35,8 @@ class Settings:
     #: Largest number of records an adapter writes in one transaction.
     batch_size: int = 500
     poll_timeout_ms: int = 500
+    #: How long the group waits for a silent member before giving its partitions to another.
+    session_timeout_ms: int = 10000
     #: Retries of a transient failure (local system or broker down) before the adapter gives up
     #: on the batch and starts over from the last committed offset.
     retry_attempts: int = 8

@@ -1,0 +1,143 @@
+"""A bureau whose local system is a batch job reading files from a drop folder (``inbox``).
+
+The contract with the batch system:
+
+- One file per notice version, named from the notice id with ``/`` spelt ``-``:
+  ``2026-17.v3.notice.json`` for a PUBLISH or UPDATE, holding ``notice_id``, ``version``,
+  ``status`` (``"ACTIVE"``), ``requesting_country``, ``published_at`` (ISO 8601, with offset),
+  ``target_countries`` and the person's fields; ``2026-17.v4.withdrawal.json`` for a CANCEL,
+  holding ``notice_id``, ``version``, ``reason`` and ``published_at``.
+- Files are UTF-8 JSON, names unescaped (``ensure_ascii=False``), keys sorted.
+- A file appears whole or not at all: it is written as ``.<name>.<random>.tmp`` in the inbox
+  (the batch system must ignore names starting with ``.``), synced, renamed onto its final name,
+  and the directory is synced before ``write``/``withdraw`` return.
+- A version may be dropped again after a crash or retry, with identical bytes; the batch system
+  must take in a version it already has as a no-op. Versions only ever increase per notice, and
+  no version is dropped after a notice's withdrawal (the :class:`LedgerSink` ensures both).
+
+A missing inbox at start is a :class:`ConfigError`; a failing inbox later (full, vanished mount,
+no permission) is :class:`LocalSystemUnavailable`, and the adapter retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
+from notice_bus.local_system import LocalSystem
+from notice_bus.model import NoticeEvent
+from notice_bus.sink import Health
+from notice_bus.validation import NOTICE_ID
+
+FORMATS = ("json",)
+_FILE_MODE = 0o644  # the batch job usually runs as another user: it must be able to read
+
+
+class FileDrop(LocalSystem):
+    """Drops one JSON file per notice version into ``inbox``; see the module docstring."""
+
+    def __init__(self, *, inbox: str | os.PathLike[str], format: str = "json") -> None:
+        if format not in FORMATS:
+            raise ConfigError(f"file-drop format {format!r} is not supported; use one of {FORMATS}")
+        self.inbox = Path(inbox)
+        self.format = format
+        if not self.inbox.is_dir():
+            what = "is not a directory" if self.inbox.exists() else "does not exist"
+            raise ConfigError(f"file-drop inbox {self.inbox} {what}")
+
+    def write(self, notices: Sequence[NoticeEvent]) -> None:
+        self._drop([(_file_name(e, "notice"), _notice_body(e)) for e in notices])
+
+    def withdraw(self, cancels: Sequence[NoticeEvent]) -> None:
+        self._drop([(_file_name(e, "withdrawal"), _withdrawal_body(e)) for e in cancels])
+
+    def health(self) -> Health:
+        try:
+            if not self.inbox.is_dir():
+                return Health(False, f"inbox {self.inbox} is missing or not a directory")
+            if not os.access(self.inbox, os.W_OK | os.X_OK):
+                return Health(False, f"inbox {self.inbox} is not writable")
+        except (OSError, ValueError) as exc:
+            return Health(False, f"inbox {self.inbox}: {exc}")
+        return Health(True)
+
+    def _drop(self, files: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        if not files:
+            return
+        for name, body in files:
+            self._write_atomically(name, _encode(body))
+        # The renames are durable only once the directory entry is on disk.
+        try:
+            fd = os.open(self.inbox, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(fd)
+            except OSError as exc:
+                # Some network filesystems cannot sync a directory at all; never retriable.
+                if exc.errno != errno.EINVAL:
+                    raise
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise LocalSystemUnavailable(f"file-drop inbox {self.inbox}: {exc}") from exc
+
+    def _write_atomically(self, name: str, data: bytes) -> None:
+        final = self.inbox / name
+        tmp = self.inbox / f".{name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, final)
+        except OSError as exc:
+            # The temp file may never have been created, or its folder may be gone.
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise LocalSystemUnavailable(f"file-drop cannot write {final}: {exc}") from exc
+
+
+def _file_name(event: NoticeEvent, kind: str) -> str:
+    # Ids come validated from the adapter; checked again because they become paths.
+    if not NOTICE_ID.match(event.notice_id):
+        raise LocalSystemRejected(f"notice id {event.notice_id!r} cannot name a file")
+    return f"{event.notice_id.replace('/', '-')}.v{event.version}.{kind}.json"
+
+
+def _notice_body(event: NoticeEvent) -> dict[str, Any]:
+    if event.person is None:
+        raise LocalSystemRejected(f"notice {event.notice_id} v{event.version} has no person")
+    return {
+        **event.person.to_avro(),
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "status": "ACTIVE",
+        "requesting_country": event.requesting_country,
+        "published_at": event.published_at.isoformat(),
+        "target_countries": list(event.target_countries),
+    }
+
+
+def _withdrawal_body(event: NoticeEvent) -> dict[str, Any]:
+    return {
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "reason": event.reason,
+        "published_at": event.published_at.isoformat(),
+    }
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    # Sorted keys: a replay of the same version writes the same bytes.
+    text = json.dumps(body, ensure_ascii=False, indent=2, sort_keys=True) + "\n"
+    return text.encode("utf-8")

@@ -1,0 +1,137 @@
+"""A bureau whose local system is a national REST API.
+
+The contract the bureau's API must offer (``{id}`` is the notice id with ``/`` spelt ``-``,
+e.g. ``2026-17``):
+
+- ``PUT {base_url}/notices/{id}``: create or replace a notice. JSON body: ``notice_id``,
+  ``version``, ``status`` (``"ACTIVE"``), ``requesting_country``, ``published_at`` (ISO 8601,
+  with offset), ``target_countries`` and the person's fields (``name``, ``forename``,
+  ``arrest_warrants``...).
+- ``PUT {base_url}/notices/{id}/withdrawal``: withdraw a notice. JSON body: ``notice_id``,
+  ``version``, ``reason`` (may be null), ``published_at``. Must be accepted for a notice the
+  API never had.
+- ``GET {base_url}/health``: any 2xx means "ready to take notices".
+- Requests carry ``Content-Type: application/json`` and, when a token is configured,
+  ``Authorization: Bearer <token>``. Any 2xx answer means the version is stored durably.
+- Both PUTs are idempotent: the same version may be sent again after a retry or a crash and
+  must leave the same state. Versions only ever increase per notice, and nothing is sent for a
+  notice after its withdrawal (the :class:`~notice_bus.local_system.LedgerSink` ensures both).
+- Answers: 5xx, 408 and 429 mean "try later" (:class:`LocalSystemUnavailable`, the adapter
+  retries), as do refused or reset connections and timeouts; any other non-2xx answer is a
+  refusal for good (:class:`LocalSystemRejected`, with the start of the answer's body).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
+from notice_bus.local_system import LocalSystem
+from notice_bus.model import NoticeEvent
+from notice_bus.sink import Health
+from notice_bus.validation import NOTICE_ID
+
+_RETRIABLE_STATUS = frozenset({408, 429})
+_BODY_EXCERPT = 500  # characters of a refusal's body kept in the error message
+
+
+class RestApi(LocalSystem):
+    """Sends each notice version to a national REST API; see the module docstring."""
+
+    def __init__(self, *, base_url: str, token: str | None = None, timeout_s: float = 5.0) -> None:
+        try:
+            parsed = urllib.parse.urlsplit(base_url)
+            parsed.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise ConfigError(f"rest base_url {base_url!r} is malformed: {exc}") from exc
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"rest base_url {base_url!r} is not an http(s) URL")
+        if timeout_s <= 0:
+            raise ConfigError(f"rest timeout_s must be positive, not {timeout_s}")
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def write(self, notices: Sequence[NoticeEvent]) -> None:
+        for e in notices:
+            self._request("PUT", f"/notices/{_path_id(e)}", _notice_body(e))
+
+    def withdraw(self, cancels: Sequence[NoticeEvent]) -> None:
+        for e in cancels:
+            self._request("PUT", f"/notices/{_path_id(e)}/withdrawal", _withdrawal_body(e))
+
+    def health(self) -> Health:
+        try:
+            self._request("GET", "/health")
+        except (LocalSystemUnavailable, LocalSystemRejected) as exc:
+            return Health(False, str(exc))
+        return Health(True)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> None:
+        """Send one request; return on 2xx, raise the mapped error otherwise."""
+        url = self.base_url + path
+        headers = {"Accept": "application/json", "User-Agent": "notice-bus"}
+        data = None
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                response.read()  # drain it: the answer is complete only once read
+        except urllib.error.HTTPError as exc:  # a non-2xx answer (before URLError: a subclass)
+            status = f"HTTP {exc.code} {exc.reason}"
+            if exc.code >= 500 or exc.code in _RETRIABLE_STATUS:
+                raise LocalSystemUnavailable(f"{method} {url}: {status}") from exc
+            raise LocalSystemRejected(f"{method} {url}: {status}: {_excerpt(exc)}") from exc
+        except urllib.error.URLError as exc:  # refused, unresolvable, timed out while connecting
+            raise LocalSystemUnavailable(f"{method} {url}: {exc.reason}") from exc
+        except (OSError, http.client.HTTPException) as exc:  # reset, timed out while reading
+            raise LocalSystemUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
+
+
+def _path_id(event: NoticeEvent) -> str:
+    # Ids come validated from the adapter; checked again because they become URL paths.
+    if not NOTICE_ID.match(event.notice_id):
+        raise LocalSystemRejected(f"notice id {event.notice_id!r} cannot name a URL")
+    return event.notice_id.replace("/", "-")
+
+
+def _notice_body(event: NoticeEvent) -> dict[str, Any]:
+    if event.person is None:
+        raise LocalSystemRejected(f"notice {event.notice_id} v{event.version} has no person")
+    return {
+        **event.person.to_avro(),
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "status": "ACTIVE",
+        "requesting_country": event.requesting_country,
+        "published_at": event.published_at.isoformat(),
+        "target_countries": list(event.target_countries),
+    }
+
+
+def _withdrawal_body(event: NoticeEvent) -> dict[str, Any]:
+    return {
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "reason": event.reason,
+        "published_at": event.published_at.isoformat(),
+    }
+
+
+def _excerpt(exc: urllib.error.HTTPError) -> str:
+    try:
+        text = exc.read().decode("utf-8", "replace")
+    except (OSError, http.client.HTTPException):
+        return "(no body)"
+    text = text.strip()
+    return text[:_BODY_EXCERPT] + ("..." if len(text) > _BODY_EXCERPT else "") or "(empty body)"

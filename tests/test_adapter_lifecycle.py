@@ -1,0 +1,165 @@
+"""The adapter around its plug-ins: refusals, configuration-chosen plug-ins, late joiners and
+rebuilt local copies, on the real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from consumers.rest_api import RestApi
+from notice_bus.adapter import Adapter
+from notice_bus.local_system import LedgerSink
+from notice_bus.settings import Settings
+from notice_bus.sql_sink import SqlSink
+from notice_bus.tables import ACK
+from notice_bus.topics import init_topics
+from tests.conftest import Bus
+from tests.factories import draft
+from tests.support.http_server import NationalApi
+from tests.support.workload import local_state
+
+pytestmark = pytest.mark.kafka
+
+
+def acks(bus: Bus, status: str) -> list[Any]:
+    with bus.tracker.engine.connect() as conn:
+        return list(conn.execute(sa.select(ACK).where(ACK.c.status == status)).all())
+
+
+class RefusingApi(NationalApi):
+    """A national API that refuses one notice for good (say, a field its schema forbids)."""
+
+    refused = "/notices/2026-13"
+
+    def _serve_one(self, method: str, path: str, auth: str | None, body: Any) -> tuple[int, str]:
+        if path == self.refused:
+            return 422, '{"error": "distinguishing_marks too long for our schema"}'
+        return super()._serve_one(method, path, auth, body)
+
+
+def test_a_notice_the_local_system_refuses_is_dead_lettered_and_the_rest_recorded(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR"])
+    with RefusingApi() as api:
+        sink = LedgerSink(RestApi(base_url=api.url), f"sqlite:///{tmp_path}/ledger.db")
+        adapter = Adapter(bus.settings, "FR", sink)
+        bus.adapters["FR"] = adapter
+        bus._closers.append(adapter.close)
+        bus.hq.publish([draft(f"2026/{n}") for n in range(10, 16)])  # one batch, 13 refused
+        bus.pump(lambda: len(acks(bus, "RECORDED")) == 5 and len(acks(bus, "REJECTED")) == 1)
+    assert sorted(api.notices) == [f"2026/{n}" for n in (10, 11, 12, 14, 15)]
+    [rejected] = acks(bus, "REJECTED")
+    assert rejected.notice_id == "2026/13"
+    assert "local system refused it" in rejected.reason and "422" in rejected.reason
+
+
+def test_plugin_chosen_by_configuration(settings: Settings, tmp_path: Path) -> None:
+    init_topics(settings, ["ID"])
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "file-drop.toml"
+    config.write_text(f'inbox = "{inbox}"\n')
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "notice_bus.cli",
+            "adapter",
+            "--country",
+            "ID",
+            "--system",
+            "file-drop",
+            "--system-config",
+            str(config),
+            "--ledger-url",
+            f"sqlite:///{tmp_path}/ledger.db",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        from notice_bus.hq import HQ
+
+        with HQ(settings) as hq:
+            hq.publish([draft("2026/21"), draft("2026/22")])
+            hq.cancel("2026/22", "withdrawn")
+        deadline = time.monotonic() + 60
+        # 2026/22's v1 may never be dropped: read in one batch with its cancel, it is
+        # superseded before the write.
+        want = {"2026-21.v1.notice.json", "2026-22.v2.withdrawal.json"}
+        while not want <= {p.name for p in inbox.iterdir()}:
+            assert time.monotonic() < deadline, sorted(p.name for p in inbox.iterdir())
+            time.sleep(0.3)
+        assert {p.name for p in inbox.iterdir()} <= want | {"2026-22.v1.notice.json"}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+
+
+def test_a_country_that_joins_late_gets_every_active_notice(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR"])
+    bus.hq.publish([draft(f"2026/{n}") for n in range(30, 50)])
+    bus.hq.publish([draft("2026/31", weight=70.0)])
+    for n in (32, 33, 34):
+        bus.hq.cancel(f"2026/{n}", "arrested")
+    bus.hq.publish([draft("2026/60", targets=("FR",))])  # not for the newcomer
+    init_topics(bus.settings, ["NG"])
+    assert bus.hq.bootstrap("NG") == 17
+    url = f"sqlite:///{tmp_path}/ng.db"
+    bus.adapter("NG", url)
+    bus.pump(lambda: len(local_state(url)) == 17)
+    state = local_state(url)
+    assert all(status == "ACTIVE" for _, status in state.values())
+    assert state["2026/31"] == (2, "ACTIVE") and "2026/32" not in state
+
+
+def test_a_bureau_rebuilds_its_local_copy_from_the_topic(
+    make_bus: Callable[..., Bus], new_postgres_db: Callable[[], str]
+) -> None:
+    bus = make_bus(["FR"])
+    first = new_postgres_db()
+    bus.adapter("FR", first)
+    bus.hq.publish([draft(f"2026/{n}") for n in range(70, 90)])
+    bus.hq.publish([draft("2026/70", weight=99.0)])
+    bus.hq.cancel("2026/71", "arrested")
+    bus.pump(lambda: len(acks(bus, "RECORDED")) == 22)
+    bus.adapters.pop("FR").close()
+    # The database is lost; a new one is filled from the compacted topic, same group.
+    rebuilt = new_postgres_db()
+    adapter = Adapter(bus.settings, "FR", SqlSink(rebuilt), from_beginning=True)
+    bus.adapters["FR"] = adapter
+    bus._closers.append(adapter.close)
+    bus.pump(lambda: local_state(rebuilt) == local_state(first))
+    assert local_state(rebuilt)["2026/70"] == (2, "ACTIVE")
+    assert local_state(rebuilt)["2026/71"] == (2, "WITHDRAWN")
+
+
+def test_an_adapter_for_a_country_without_topics_says_so(
+    settings: Settings, tmp_path: Path
+) -> None:
+    from notice_bus.errors import ConfigError
+
+    init_topics(settings, [])
+    with pytest.raises(ConfigError, match=r"notices\.ZZ does not exist.*topics init"):
+        Adapter(settings, "ZZ", SqlSink(f"sqlite:///{tmp_path}/zz.db"))
