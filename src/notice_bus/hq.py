@@ -265,8 +265,9 @@ class HQ:
     def _send(self, rows: Sequence[Any]) -> None:
         try:
             if self._producer is None:
-                # kafka-python 3 defaults: idempotent producer, acks=all.
                 self._producer = KafkaProducer(
+                    enable_idempotence=True,  # a retried send is written once
+                    acks="all",
                     **kafka_config(self.settings, "notice-bus-hq"), linger_ms=5, max_block_ms=30000
                 )
             futures = [
