@@ -1,13 +1,18 @@
-"""The report's pure logic: percentiles and status rules."""
+"""The report's pure logic: percentiles, and the status rules on both sides."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from notice_bus.report import Status, classify, percentile
+from notice_bus.group_health import Sample, Status, classify
+from notice_bus.measures import percentile
+from notice_bus.report import classify_acks
 from notice_bus.settings import Settings
 
 S = Settings(lag_threshold_s=60, down_after_s=120)
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
 
 def test_percentile_interpolates() -> None:
@@ -32,5 +37,37 @@ def test_percentile_interpolates() -> None:
         ({"sent": 5, "outstanding": 0, "p95": 1, "oldest": None, "last_seen": 9999}, Status.OK),
     ],
 )
-def test_classify(kw: dict[str, float | None], status: Status) -> None:
-    assert classify(settings=S, **kw) is status  # type: ignore[arg-type]
+def test_classify_from_acks(kw: dict[str, float | None], status: Status) -> None:
+    assert classify_acks(settings=S, **kw) is status  # type: ignore[arg-type]
+
+
+def window(*points: tuple[int, int | None, int, float | None], step_s: int = 10) -> list[Sample]:
+    """(end offset, committed, members, time lag) every ``step_s`` seconds."""
+    return [
+        Sample(T0 + timedelta(seconds=i * step_s), end, done, members, tl)
+        for i, (end, done, members, tl) in enumerate(points)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("samples", "status"),
+    [
+        ([], Status.OK),
+        # Quiet: nothing sent for the whole window, offsets never move: no alarm.
+        (window((40, 40, 1, None), (40, 40, 1, None), (40, 40, 1, None), step_s=60), Status.OK),
+        # Quiet and nobody home, but nothing to do either.
+        (window((40, 40, 0, None), (40, 40, 0, None)), Status.OK),
+        (window((10, None, 0, 30.0), (20, None, 0, 40.0)), Status.NEVER_CONNECTED),
+        (window((10, 5, 1, 3.0), (20, 5, 0, 13.0)), Status.DOWN),
+        # Members there, work waiting, offsets frozen for over a minute: stalled.
+        (window((10, 5, 1, 5.0), (12, 5, 1, 35.0), (14, 5, 1, 65.0), step_s=40), Status.STALLED),
+        # Moving, but the oldest waiting notice is over the threshold: lagging.
+        (window((100, 10, 1, 20.0), (120, 30, 1, 70.0)), Status.LAGGING),
+        # Moving, young, but the lag grows at every sample: lagging.
+        (window((10, 5, 1, 2.0), (20, 8, 1, 3.0), (30, 11, 1, 4.0)), Status.LAGGING),
+        # Moving, young, lag steady: fine.
+        (window((10, 5, 1, 2.0), (20, 16, 1, 1.0), (30, 25, 1, 2.0)), Status.OK),
+    ],
+)
+def test_classify_from_the_consumer_side(samples: list[Sample], status: Status) -> None:
+    assert classify(samples, lag_threshold_s=60, stall_after_s=60) is status

@@ -268,7 +268,9 @@ class HQ:
                 self._producer = KafkaProducer(
                     enable_idempotence=True,  # a retried send is written once
                     acks="all",
-                    **kafka_config(self.settings, "notice-bus-hq"), linger_ms=5, max_block_ms=30000
+                    **kafka_config(self.settings, "notice-bus-hq"),
+                    linger_ms=5,
+                    max_block_ms=30000,
                 )
             futures = [
                 self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows

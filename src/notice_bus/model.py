@@ -26,6 +26,20 @@ class AckStatus(StrEnum):
     REJECTED = "REJECTED"
 
 
+class Answer(StrEnum):
+    """A bureau's own answer to a notice."""
+
+    NO_TRACE = "NO_TRACE"
+    LOCATED = "LOCATED"
+    ARRESTED = "ARRESTED"
+    CANNOT_ACT = "CANNOT_ACT"
+
+
+class Overdue(StrEnum):
+    NOT_RECORDED = "NOT_RECORDED"
+    NOT_ANSWERED = "NOT_ANSWERED"
+
+
 @dataclass(frozen=True, slots=True)
 class ArrestWarrant:
     issuing_country_id: str
@@ -152,6 +166,64 @@ class Ack:
         values["status"] = AckStatus(values["status"])
         values["at"] = _aware(values["at"])
         return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A bureau's answer to a notice, from an officer or from its local system."""
+
+    country: str
+    notice_id: str
+    answer: Answer
+    at: datetime
+    responder: str
+    text: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["answer"] = self.answer.value
+        return out
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> Response:
+        return cls(
+            country=data["country"],
+            notice_id=data["notice_id"],
+            answer=Answer(data["answer"]),
+            at=_aware(data["at"]),
+            responder=data["responder"],
+            text=data.get("text"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """HQ's reminder to a bureau that a notice is overdue."""
+
+    country: str
+    notice_id: str
+    version: int
+    kind: Overdue
+    deadline: datetime
+    at: datetime
+    text: str
+
+    def to_avro(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["kind"] = self.kind.value
+        return out
+
+    @classmethod
+    def from_avro(cls, data: dict[str, Any]) -> Reminder:
+        return cls(
+            country=data["country"],
+            notice_id=data["notice_id"],
+            version=data["version"],
+            kind=Overdue(data["kind"]),
+            deadline=_aware(data["deadline"]),
+            at=_aware(data["at"]),
+            text=data["text"],
+        )
 
 
 def utcnow() -> datetime:

@@ -1,40 +1,36 @@
-"""The response-lag report: per country, what was sent, what was recorded, how late, and a
-status.
+"""The response-lag report: per country, what was sent, recorded and answered, how late, how
+the consumer group looks from the broker, and a status; worst first.
 
-Lag runs from the broker's arrival time of the notice on the country's topic to the broker's
-arrival time of the country's RECORDED acknowledgement: both on the broker's clock, so a bureau
-whose clock is wrong cannot distort it.
+Lags run between broker timestamps (see :mod:`notice_bus.measures`), so a bureau whose clock is
+wrong cannot distort them; its clock skew is reported instead. The status comes from the
+consumer-side window (:mod:`notice_bus.group_health`) when the tracker has sampled the group,
+raised to LAGGING when acknowledgements come back late; without samples it is judged from
+acknowledgements alone.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
-import math
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from enum import StrEnum
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from notice_bus import measures
 from notice_bus.db import as_utc, translate_errors
-from notice_bus.model import AckStatus, utcnow
+from notice_bus.group_health import Sample, Status, classify
+from notice_bus.model import utcnow
+from notice_bus.policy import Policy
 from notice_bus.settings import Settings
-from notice_bus.tables import ACK, SENT
+from notice_bus.tables import GROUP_SAMPLE
 
-_SENT: Any = SENT
-_ACK: Any = ACK
-
-
-class Status(StrEnum):
-    """Worst first: the order in which the report lists countries."""
-
-    NEVER_CONNECTED = "NEVER_CONNECTED"
-    DOWN = "DOWN"
-    LAGGING = "LAGGING"
-    OK = "OK"
+__all__ = ["CountryReport", "Status", "build_report", "to_csv", "to_json", "to_table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,20 +44,21 @@ class CountryReport:
     p95_lag_s: float | None
     max_lag_s: float | None
     oldest_outstanding_s: float | None
-    last_seen_s: float | None
     status: Status
+    delivery_p95_s: float | None = None
+    response_p95_s: float | None = None
+    answered: int = 0
+    overdue_record: int = 0
+    overdue_answer: int = 0
+    consumer_lag: int | None = None
+    consumer_time_lag_s: float | None = None
+    clock_skew_s: float | None = None
+    last_seen_s: float | None = None
+    #: The oldest outstanding notices: (notice id, version, age in seconds), up to ten.
+    outstanding_notices: list[tuple[str, int, float]] = field(default_factory=list)
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """Linear-interpolated percentile (``q`` in 0..100) of sorted ``values``; None if empty."""
-    if not values:
-        return None
-    pos = (len(values) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
-
-
-def classify(
+def classify_acks(
     *,
     sent: int,
     outstanding: int,
@@ -70,7 +67,8 @@ def classify(
     last_seen: float | None,
     settings: Settings,
 ) -> Status:
-    if sent == 0:
+    """Status from acknowledgements alone, for when no consumer-side samples exist."""
+    if sent == 0 or (outstanding == 0 and (p95 or 0) <= settings.lag_threshold_s):
         return Status.OK  # nothing to do is not a fault
     if last_seen is None:
         return Status.NEVER_CONNECTED
@@ -82,72 +80,90 @@ def classify(
 
 
 def build_report(
-    engine: Engine, settings: Settings, *, clock: Callable[[], datetime] = utcnow
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    since: timedelta | None = None,
+    countries: Sequence[str] = (),
 ) -> list[CountryReport]:
+    """One row per country the tracker knows (or per country of ``countries``), worst first."""
     now = clock()
-    recorded = _ACK.alias("recorded")
-    rejected = _ACK.alias("rejected")
-
-    def same(alias: Any, status: AckStatus) -> Any:
-        return and_(
-            alias.c.country == _SENT.c.country,
-            alias.c.notice_id == _SENT.c.notice_id,
-            alias.c.version == _SENT.c.version,
-            alias.c.status == status.value,
-        )
-
-    query = select(
-        _SENT.c.country,
-        _SENT.c.broker_at,
-        recorded.c.broker_at.label("recorded_at"),
-        exists().where(same(rejected, AckStatus.REJECTED)).label("rejected"),
-    ).outerjoin(recorded, same(recorded, AckStatus.RECORDED))
-    seen_query = select(_ACK.c.country, func.max(_ACK.c.broker_at)).group_by(_ACK.c.country)
+    start = now - since if since else None
+    policy = Policy.from_settings(settings)
     with translate_errors(str(engine.url)), engine.connect() as conn:
-        rows = conn.execute(query).all()
-        last_seen = {c: as_utc(t) for c, t in conn.execute(seen_query).all()}
+        counts = measures.counts(conn, start)
+        apply = measures.quantiles(conn, measures.apply_lags(conn, start), [50, 95])
+        delivery = measures.quantiles(conn, measures.delivery_lags(conn, start), [95])
+        response = measures.quantiles(conn, measures.response_lags(conn, start), [95])
+        skew = measures.quantiles(conn, measures.clock_skews(conn, start), [50])
+        waiting = measures.outstanding(conn, start)
+        seen = {c: as_utc(t) for c, t in measures.last_seen(conn).items()}
+        samples = _samples(conn, now - timedelta(seconds=settings.window_s))
+        loose = min(d.answer_within_s for d in [policy.default, *policy.countries.values()])
+        unanswered = measures.unanswered(conn, now - timedelta(seconds=loose))
 
-    per: dict[str, dict[str, Any]] = {}
-    for country, sent_at, recorded_at, was_rejected in rows:
-        acc = per.setdefault(country, {"sent": 0, "rejected": 0, "lags": [], "waiting": []})
-        acc["sent"] += 1
-        if recorded_at is not None:
-            acc["lags"].append(max(0.0, (as_utc(recorded_at) - as_utc(sent_at)).total_seconds()))
-        elif was_rejected:
-            acc["rejected"] += 1
-        else:
-            acc["waiting"].append(as_utc(sent_at))
-    for country in last_seen:
-        per.setdefault(country, {"sent": 0, "rejected": 0, "lags": [], "waiting": []})
+    per_waiting: dict[str, list[Any]] = defaultdict(list)
+    for row in waiting:
+        per_waiting[row.country].append(row)
+    overdue_answer: dict[str, int] = defaultdict(int)
+    for country, _notice, first_at in unanswered:
+        if (now - as_utc(first_at)).total_seconds() > policy.of(country).answer_within_s:
+            overdue_answer[country] += 1
 
+    known = set(counts) | set(samples) | set(seen)
+    wanted = [c for c in countries if c in known] if countries else sorted(known)
     reports = []
-    for country, acc in per.items():
-        lags = sorted(acc["lags"])
-        waiting = acc["waiting"]
-        oldest = (now - min(waiting)).total_seconds() if waiting else None
-        seen = last_seen.get(country)
-        seen_s = (now - seen).total_seconds() if seen else None
-        p95 = percentile(lags, 95)
+    for cc in wanted:
+        c = counts[cc]
+        ages = [(now - as_utc(r.broker_at)).total_seconds() for r in per_waiting[cc]]
+        oldest = max(ages) if ages else None
+        lag = apply.get(cc, {})
+        window = samples.get(cc, [])
+        seen_s = (now - seen[cc]).total_seconds() if cc in seen else None
+        by_acks = classify_acks(
+            sent=c["sent"],
+            outstanding=len(ages),
+            p95=lag.get(95),
+            oldest=oldest,
+            last_seen=seen_s,
+            settings=settings,
+        )
+        status = by_acks
+        if window:
+            status = classify(
+                window,
+                lag_threshold_s=settings.lag_threshold_s,
+                stall_after_s=settings.stall_after_s,
+            )
+            if status is Status.OK and by_acks is Status.LAGGING:
+                status = Status.LAGGING
+        deadline = policy.of(cc).record_within_s
         reports.append(
             CountryReport(
-                country=country,
-                sent=acc["sent"],
-                recorded=len(lags),
-                rejected=acc["rejected"],
-                outstanding=len(waiting),
-                p50_lag_s=percentile(lags, 50),
-                p95_lag_s=p95,
-                max_lag_s=lags[-1] if lags else None,
+                country=cc,
+                sent=c["sent"],
+                recorded=c["recorded"],
+                rejected=c["rejected"],
+                outstanding=len(ages),
+                p50_lag_s=lag.get(50),
+                p95_lag_s=lag.get(95),
+                max_lag_s=lag.get(100),
                 oldest_outstanding_s=oldest,
+                status=status,
+                delivery_p95_s=delivery.get(cc, {}).get(95),
+                response_p95_s=response.get(cc, {}).get(95),
+                answered=c["answered"],
+                overdue_record=sum(1 for a in ages if a > deadline),
+                overdue_answer=overdue_answer[cc],
+                consumer_lag=window[-1].lag if window else None,
+                consumer_time_lag_s=window[-1].time_lag_s if window else None,
+                clock_skew_s=skew.get(cc, {}).get(50),
                 last_seen_s=seen_s,
-                status=classify(
-                    sent=acc["sent"],
-                    outstanding=len(waiting),
-                    p95=p95,
-                    oldest=oldest,
-                    last_seen=seen_s,
-                    settings=settings,
-                ),
+                outstanding_notices=[
+                    (r.notice_id, r.version, a)
+                    for r, a in zip(per_waiting[cc][:10], ages[:10], strict=False)
+                ],
             )
         )
     order = list(Status)
@@ -155,6 +171,7 @@ def build_report(
         reports,
         key=lambda r: (
             order.index(r.status),
+            -(r.overdue_record),
             -(r.oldest_outstanding_s or 0),
             -(r.p95_lag_s or 0),
             r.country,
@@ -162,63 +179,119 @@ def build_report(
     )
 
 
+def _samples(conn: Any, since: datetime) -> dict[str, list[Sample]]:
+    query = (
+        select(GROUP_SAMPLE)
+        .where(GROUP_SAMPLE.c.at >= since)
+        .order_by(GROUP_SAMPLE.c.country, GROUP_SAMPLE.c.at)
+    )
+    out: dict[str, list[Sample]] = defaultdict(list)
+    for r in conn.execute(query):
+        out[r.country].append(
+            Sample(as_utc(r.at), r.end_offset, r.committed, r.members, r.time_lag_s)
+        )
+    return out
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _plain(r: CountryReport) -> dict[str, Any]:
+    d = asdict(r)
+    for k, v in d.items():
+        if isinstance(v, float):
+            d[k] = round(v, 3)
+    d["status"] = r.status.value
+    d["outstanding_notices"] = [
+        {"notice_id": n, "version": v, "age_s": round(a, 1)} for n, v, a in r.outstanding_notices
+    ]
+    return d
+
+
 def to_json(reports: Sequence[CountryReport]) -> str:
-    def plain(r: CountryReport) -> dict[str, Any]:
-        d = asdict(r)
-        for k, v in d.items():
-            if isinstance(v, float):
-                d[k] = round(v, 3)
-        d["status"] = r.status.value
-        return d
-
-    return json.dumps([plain(r) for r in reports], indent=2)
+    return json.dumps([_plain(r) for r in reports], indent=2, ensure_ascii=False)
 
 
-def to_table(reports: Sequence[CountryReport]) -> str:
+def to_csv(reports: Sequence[CountryReport]) -> str:
+    buf = io.StringIO()
+    rows = [_plain(r) for r in reports]
+    for row in rows:
+        row["outstanding_notices"] = " ".join(
+            f"{o['notice_id']}v{o['version']}" for o in row["outstanding_notices"]
+        )
+    names = [f for f in CountryReport.__dataclass_fields__]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_COLOURS = {
+    Status.OK: "32",
+    Status.LAGGING: "33",
+    Status.STALLED: "35",
+    Status.DOWN: "31",
+    Status.NEVER_CONNECTED: "31;1",
+}
+
+
+def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
     head = (
         "COUNTRY",
         "SENT",
         "RECORDED",
-        "REJECTED",
         "OUTSTANDING",
+        "OVERDUE",
         "P50 LAG",
         "P95 LAG",
         "MAX LAG",
-        "OLDEST OUTSTANDING",
+        "DELIVERY P95",
+        "ANSWER P95",
+        "OLDEST WAITING",
+        "GROUP LAG",
+        "SKEW",
         "STATUS",
     )
+    if not reports:
+        return "no notices tracked yet"
     body = [
         (
             r.country,
             str(r.sent),
             str(r.recorded),
-            str(r.rejected),
             str(r.outstanding),
+            str(r.overdue_record + r.overdue_answer),
             _dur(r.p50_lag_s),
             _dur(r.p95_lag_s),
             _dur(r.max_lag_s),
+            _dur(r.delivery_p95_s),
+            _dur(r.response_p95_s),
             _dur(r.oldest_outstanding_s),
+            "-" if r.consumer_lag is None else str(r.consumer_lag),
+            _dur(r.clock_skew_s, signed=True),
             r.status.value,
         )
         for r in reports
     ]
-    if not body:
-        return "no notices tracked yet"
     widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in (head, *body)
-    ]
+    lines = []
+    for row, r in zip((head, *body), (None, *reports), strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        if colour and r is not None:
+            cells[-1] = f"\033[{_COLOURS[r.status]}m{cells[-1]}\033[0m"
+        lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
 
 
-def _dur(seconds: float | None) -> str:
+def _dur(seconds: float | None, *, signed: bool = False) -> str:
     if seconds is None:
         return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(int(seconds), 60)
+    sign = ("+" if seconds >= 0 else "-") if signed else ""
+    s = abs(seconds) if signed else seconds
+    if s < 60:
+        return f"{sign}{s:.1f}s"
+    minutes, secs = divmod(int(s), 60)
     if minutes < 60:
-        return f"{minutes}m{secs:02d}s"
+        return f"{sign}{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+    return f"{sign}{hours}h{minutes:02d}m"

@@ -48,6 +48,21 @@ class Settings:
     lag_threshold_s: float = 10.0
     #: A country with outstanding notices that has said nothing for this long is DOWN.
     down_after_s: float = 60.0
+    #: A consumer group whose committed offsets have not moved for this long, with work
+    #: waiting and members present, is STALLED.
+    stall_after_s: float = 60.0
+    #: How often the tracker samples consumer groups, and how long a window health covers.
+    sample_interval_s: float = 10.0
+    window_s: float = 300.0
+    #: Service levels: a notice must be recorded within, and answered within (a SIRENE
+    #: bureau answers within 12 hours). Per-country overrides live in ``policy_file``.
+    record_within_s: float = 900.0
+    answer_within_s: float = 43200.0
+    policy_file: str = ""
+    #: Where escalations are POSTed (empty: none), and how often an overdue notice is
+    #: reminded on the country's reminders topic.
+    webhook_url: str = ""
+    reminder_interval_s: float = 3600.0
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""

@@ -102,6 +102,10 @@ class SentEvent(SQLModel, table=True):
     action: str = Field(max_length=8)
     published_at: datetime = _ts(nullable=False)
     broker_at: datetime = _ts(nullable=False)
+    #: Where it sits in the country's topic: the age of the record at a consumer group's
+    #: committed offset is the group's time lag, read here rather than interpolated.
+    partition: int = -1
+    offset: int = -1
 
 
 class AckEvent(SQLModel, table=True):
@@ -122,6 +126,64 @@ class AckEvent(SQLModel, table=True):
     reason: str | None = None
 
 
+class ResponseEvent(SQLModel, table=True):
+    """A bureau's own answer to a notice; the first answer of each kind is kept."""
+
+    __tablename__ = "tracker_response"
+
+    country: str = Field(primary_key=True, max_length=2)
+    notice_id: str = Field(primary_key=True, max_length=16)
+    answer: str = Field(primary_key=True, max_length=12)
+    text: str | None = None
+    responder: str
+    at: datetime = _ts(nullable=False)
+    broker_at: datetime = _ts(nullable=False)
+
+
+class GroupSample(SQLModel, table=True):
+    """A look at a country's consumer group from the broker's side, taken by the tracker
+    every few seconds: how far its committed offsets are behind the topic's end, and whether
+    anyone is in the group. Health comes from a window of these, whatever the acks say."""
+
+    __tablename__ = "tracker_group_sample"
+    __table_args__ = (Index("ix_group_sample_country_at", "country", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    country: str = Field(max_length=2)
+    at: datetime = _ts(nullable=False)
+    end_offset: int
+    committed: int | None = None  # None: the group never committed anything
+    members: int
+    time_lag_s: float | None = None
+
+
+class Incident(SQLModel, table=True):
+    """An overdue country, from its first overdue notice until it has none, as escalated."""
+
+    __tablename__ = "tracker_incident"
+
+    id: int | None = Field(default=None, primary_key=True)
+    country: str = Field(max_length=2, index=True)
+    kind: str = Field(max_length=12)
+    opened_at: datetime = _ts(nullable=False)
+    open_sent: bool = False
+    closed_at: datetime | None = _ts(nullable=True)
+    close_sent: bool = False
+    detail: str = ""
+
+
+class ReminderSent(SQLModel, table=True):
+    """When HQ last reminded a country of an overdue notice, so reminders are not repeated
+    more often than ``reminder_interval_s``."""
+
+    __tablename__ = "tracker_reminder"
+
+    country: str = Field(primary_key=True, max_length=2)
+    notice_id: str = Field(primary_key=True, max_length=16)
+    kind: str = Field(primary_key=True, max_length=12)
+    sent_at: datetime = _ts(nullable=False)
+
+
 def _table(model: type[SQLModel]) -> Table:
     table: Table = model.__table__  # type: ignore[attr-defined]
     return table
@@ -132,6 +194,10 @@ HQ_NOTICE = _table(HQNotice)
 OUTBOX = _table(OutboxRecord)
 SENT = _table(SentEvent)
 ACK = _table(AckEvent)
+RESPONSE = _table(ResponseEvent)
+GROUP_SAMPLE = _table(GroupSample)
+INCIDENT = _table(Incident)
+REMINDER_SENT = _table(ReminderSent)
 LOCAL_TABLES = [RED_NOTICE]
 HQ_TABLES = [HQ_NOTICE, OUTBOX]
-TRACKER_TABLES = [SENT, ACK]
+TRACKER_TABLES = [SENT, ACK, RESPONSE, GROUP_SAMPLE, INCIDENT, REMINDER_SENT]

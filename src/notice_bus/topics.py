@@ -2,9 +2,10 @@
 
 Every country has topics of its own, so that broker ACLs can confine a bureau to them:
 ``notices.CC`` (HQ writes, CC reads; compacted, so the latest version of every notice stays
-available for a bureau that joins late), ``acks.CC`` (CC writes, HQ reads) and ``dlq.CC`` (CC's
-adapter parks records it can never process). A country is registered when its notices topic
-exists.
+available for a bureau that joins late), ``acks.CC`` (CC writes, HQ reads), ``responses.CC``
+(CC's own answers to notices), ``reminders.CC`` (HQ reminds CC of overdue notices) and
+``dlq.CC`` (CC's adapter parks records it can never process). A country is registered when its
+notices topic exists.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from notice_bus.settings import Settings
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
+KINDS = ("notices", "acks", "dlq", "responses", "reminders")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,12 @@ class TopicNames:
     def dead_letters(self, country: str) -> str:
         return f"{self.prefix}dlq.{country}"
 
+    def responses(self, country: str) -> str:
+        return f"{self.prefix}responses.{country}"
+
+    def reminders(self, country: str) -> str:
+        return f"{self.prefix}reminders.{country}"
+
     @property
     def schemas(self) -> str:
         return f"{self.prefix}_schemas"
@@ -51,7 +59,7 @@ class TopicNames:
         if not topic.startswith(self.prefix):
             return None
         kind, _, country = topic[len(self.prefix) :].partition(".")
-        ok = kind in ("notices", "acks", "dlq") and _COUNTRY.match(country)
+        ok = kind in KINDS and _COUNTRY.match(country)
         return country if ok else None
 
 
@@ -111,6 +119,12 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
             "replication_factor": rf,
             "configs": {**common, "retention.ms": _MONTH_MS},
         }
+        for topic in (names.responses(cc), names.reminders(cc)):
+            wanted[topic] = {
+                "num_partitions": 1,
+                "replication_factor": rf,
+                "configs": {**common, "retention.ms": _MONTH_MS},
+            }
         wanted[names.dead_letters(cc)] = {
             "num_partitions": 1,
             "replication_factor": rf,

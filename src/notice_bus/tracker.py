@@ -1,9 +1,10 @@
-"""HQ's tracker: learns what was sent to every country and what every country acknowledged.
+"""HQ's tracker: learns what was sent to every country and what every country made of it.
 
-It reads every country's notices topic (what HQ delivered) and acks topic (what came back),
-by pattern, so countries added later are picked up, and stores both in its database. Both kinds
-of topic date records with the broker's clock (LogAppendTime), which the report prefers to any
-bureau's clock.
+It reads every country's notices topic (what HQ delivered), acks topic (what the adapter
+did) and responses topic (what the bureau answered), by pattern, so countries added later are
+picked up, and stores them in its database. These topics date records with the broker's clock
+(LogAppendTime), which the report prefers to any bureau's clock. Every ``sample_interval_s`` it
+also samples the countries' consumer groups from the broker side and runs the escalation hook.
 """
 
 from __future__ import annotations
@@ -11,48 +12,63 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer
 from kafka.errors import KafkaError
+from sqlalchemy import delete, func, insert, select
 
+from notice_bus.adapter import group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
-from notice_bus.db import dialect_insert, make_engine, transaction
-from notice_bus.errors import BrokerUnavailable, SchemaError, TransientError
-from notice_bus.model import Ack, AckStatus, NoticeEvent
+from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
+from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError, TransientError
+from notice_bus.group_health import GroupProbe, Sample
+from notice_bus.model import Ack, AckStatus, NoticeEvent, Response, utcnow
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import ACK, SENT, TRACKER_TABLES
+from notice_bus.tables import ACK, GROUP_SAMPLE, RESPONSE, SENT, TRACKER_TABLES
 from notice_bus.topics import TopicNames, kafka_config
 
 log = logging.getLogger("notice_bus.tracker")
-_SENT: Any = SENT
-_ACK: Any = ACK
+_KEEP_SAMPLES = timedelta(days=1)
 
 
 class Tracker:
+    """``on_sample`` is called after every sampling round (the escalation hook)."""
+
     def __init__(
         self,
         settings: Settings,
         *,
         database_url: str | None = None,
         schemas: SchemaStore | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        on_sample: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.engine = make_engine(database_url or settings.tracker_database_url, TRACKER_TABLES)
-        names = TopicNames(settings.topic_prefix)
-        self._names = names
+        self._names = TopicNames(settings.topic_prefix)
+        self._clock = clock
+        self.on_sample = on_sample
         store = schemas if schemas is not None else KafkaSchemaStore(settings)
-        self._events = AvroCodec(load_schema("notice_event"), store)
-        self._acks = AvroCodec(load_schema("ack"), store)
+        self._codecs = {
+            "notices": AvroCodec(load_schema("notice_event"), store),
+            "acks": AvroCodec(load_schema("ack"), store),
+            "responses": AvroCodec(load_schema("response"), store),
+        }
         self._retry = retrying(settings)
-        insert = dialect_insert(self.engine)
-        self._insert_sent = insert(_SENT).on_conflict_do_nothing()
-        self._insert_ack = insert(_ACK).on_conflict_do_nothing()
-        self._notices = re.compile(names.pattern("notices"))
+        ins = dialect_insert(self.engine)
+        self._inserts = {
+            "notices": ins(SENT).on_conflict_do_nothing(),
+            "acks": ins(ACK).on_conflict_do_nothing(),
+            "responses": ins(RESPONSE).on_conflict_do_nothing(),
+        }
+        self._probe = GroupProbe(settings, lambda cc: group_id(settings, cc))
+        self._next_sample = 0.0
         try:
             self._consumer = KafkaConsumer(
                 **kafka_config(settings, "notice-bus-tracker"),
@@ -68,12 +84,15 @@ class Tracker:
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
             ) from exc
         prefix = re.escape(settings.topic_prefix)
-        self._consumer.subscribe(pattern=f"^{prefix}(notices|acks)\\.[A-Z]{{2}}$")
+        self._consumer.subscribe(pattern=f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
 
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 self.step()
+                if time.monotonic() >= self._next_sample:
+                    self._next_sample = time.monotonic() + self.settings.sample_interval_s
+                    self.sample()
         finally:
             self.close()
 
@@ -94,44 +113,107 @@ class Tracker:
             return 0
         return len(records)
 
+    def sample(self) -> dict[str, Sample]:
+        """Sample every known country's consumer group, store the samples, run the hook."""
+        countries = sorted(
+            {
+                c
+                for t in self._consumer.subscription() or ()
+                if t.startswith(self._names.notices("")) and (c := self._names.country_of(t))
+            }
+        )
+        now = self._clock()
+        try:
+            samples = self._probe.sample(countries, self._oldest_waiting, now)
+            with transaction(self.engine) as conn:
+                if samples:
+                    conn.execute(
+                        insert(GROUP_SAMPLE),
+                        [
+                            {
+                                "country": cc,
+                                "at": s.at,
+                                "end_offset": s.end_offset,
+                                "committed": s.committed,
+                                "members": s.members,
+                                "time_lag_s": s.time_lag_s,
+                            }
+                            for cc, s in samples.items()
+                        ],
+                    )
+                conn.execute(delete(GROUP_SAMPLE).where(GROUP_SAMPLE.c.at < now - _KEEP_SAMPLES))
+        except NoticeBusError as exc:
+            log.error("tracker: consumer groups not sampled: %s", exc)
+            return {}
+        if self.on_sample is not None:
+            try:
+                self.on_sample()
+            except NoticeBusError as exc:
+                log.error("tracker: escalation failed, it runs again next round: %s", exc)
+        return samples
+
     def close(self) -> None:
         self._consumer.close()
+        self._probe.close()
         self.engine.dispose()
 
+    def _oldest_waiting(
+        self, country: str, partition: int, committed: int | None
+    ) -> datetime | None:
+        query = select(func.min(SENT.c.broker_at)).where(
+            SENT.c.country == country, SENT.c.partition == partition
+        )
+        if committed is not None:
+            query = query.where(SENT.c.offset >= committed)
+        with self.engine.connect() as conn:
+            found = conn.execute(query).scalar()
+        return as_utc(found) if found is not None else None
+
     def _store(self, records: Sequence[Any]) -> None:
-        sent: list[dict[str, Any]] = []
-        acks: list[dict[str, Any]] = []
+        rows: dict[str, list[dict[str, Any]]] = {"notices": [], "acks": [], "responses": []}
         for r in records:
+            kind = r.topic[len(self._names.prefix) :].split(".", 1)[0]
             country = self._names.country_of(r.topic)
             try:
-                if self._notices.match(r.topic):
-                    sent.append(self._sent_row(country, r))
-                else:
-                    acks.append(self._ack_row(country, r))
+                rows[kind].append(self._row(kind, country, r))
             except (SchemaError, KeyError, ValueError, TypeError) as exc:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
-                # ack can only be reported here.
+                # ack or answer can only be reported here.
                 log.error("tracker: cannot read %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
         with transaction(self.engine) as conn:
-            if sent:
-                conn.execute(self._insert_sent, sent)
-            if acks:
-                conn.execute(self._insert_ack, acks)
+            for kind, batch in rows.items():
+                if batch:
+                    conn.execute(self._inserts[kind], batch)
 
-    def _sent_row(self, country: str | None, r: Any) -> dict[str, Any]:
-        e = NoticeEvent.from_avro(self._events.decode(r.value))
-        return {
-            "country": country,
-            "notice_id": e.notice_id,
-            "version": e.version,
-            "action": e.action.value,
-            "published_at": e.published_at,
-            "broker_at": _broker_time(r),
-        }
-
-    def _ack_row(self, country: str | None, r: Any) -> dict[str, Any]:
-        a = Ack.from_avro(self._acks.decode(r.value))
-        # The topic says who answered: ACLs confine a bureau to its own acks topic.
+    def _row(self, kind: str, country: str | None, r: Any) -> dict[str, Any]:
+        data = self._codecs[kind].decode(r.value)
+        broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+        if kind == "notices":
+            e = NoticeEvent.from_avro(data)
+            return {
+                "country": country,
+                "notice_id": e.notice_id,
+                "version": e.version,
+                "action": e.action.value,
+                "published_at": e.published_at,
+                "broker_at": broker_at,
+                "partition": r.partition,
+                "offset": r.offset,
+            }
+        if kind == "responses":
+            answer = Response.from_avro(data)
+            return {
+                "country": country,
+                "notice_id": answer.notice_id,
+                "answer": answer.answer.value,
+                "text": answer.text,
+                "responder": answer.responder,
+                "at": answer.at,
+                "broker_at": broker_at,
+            }
+        a = Ack.from_avro(data)
+        # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
+        # records are told apart by position, so two bad records of a notice count twice.
         rejected = a.status is AckStatus.REJECTED
         return {
             "country": country,
@@ -140,11 +222,7 @@ class Tracker:
             "status": a.status.value,
             "position": f"{a.source_partition}:{a.source_offset}" if rejected else "",
             "at": a.at,
-            "broker_at": _broker_time(r),
+            "broker_at": broker_at,
             "adapter_id": a.adapter_id,
             "reason": a.reason,
         }
-
-
-def _broker_time(record: Any) -> datetime:
-    return datetime.fromtimestamp(record.timestamp / 1000, UTC)

@@ -1,0 +1,161 @@
+"""Health from the consumer side, independent of acknowledgements (as Burrow does it).
+
+An adapter that is down sends no acknowledgements at all, so silence alone says little. The
+tracker therefore looks at each country's consumer group from the broker every few seconds:
+how far its committed offsets are behind the end of the country's topic (offset lag), how old
+the oldest notice it has not consumed is (time lag, read from the tracker's own record of when
+each offset arrived: no interpolation, so no NaN on quiet topics and no wild values on
+replays), and whether anyone is in the group. A status comes from a window of such samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from itertools import pairwise
+from typing import Any
+
+from kafka.admin import OffsetSpec
+from kafka.errors import KafkaError
+from kafka.structs import TopicPartition
+
+from notice_bus.errors import BrokerUnavailable
+from notice_bus.settings import Settings
+from notice_bus.topics import TopicNames, admin_client
+
+log = logging.getLogger("notice_bus.group_health")
+
+
+class Status(StrEnum):
+    """A country's health; declared worst first, the order in which reports list them."""
+
+    NEVER_CONNECTED = "NEVER_CONNECTED"
+    DOWN = "DOWN"
+    STALLED = "STALLED"
+    LAGGING = "LAGGING"
+    OK = "OK"
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One look at a country's group. ``committed`` is None if it never committed."""
+
+    at: datetime
+    end_offset: int
+    committed: int | None
+    members: int
+    time_lag_s: float | None = None
+
+    @property
+    def lag(self) -> int:
+        return self.end_offset - (self.committed or 0)
+
+
+def classify(samples: Sequence[Sample], *, lag_threshold_s: float, stall_after_s: float) -> Status:
+    """The status over a window of samples, oldest first.
+
+    - nothing left to consume (a quiet country included) is OK, whatever else holds;
+    - work waiting and nobody in the group: NEVER_CONNECTED if the group never committed,
+      else DOWN;
+    - members present but the committed offsets have not moved for ``stall_after_s``: STALLED;
+    - the oldest waiting notice older than ``lag_threshold_s``, or the lag growing at every
+      sample of the window: LAGGING.
+    """
+    if not samples:
+        return Status.OK
+    first, last = samples[0], samples[-1]
+    if last.lag <= 0:
+        return Status.OK
+    if last.members == 0:
+        return Status.NEVER_CONNECTED if last.committed is None else Status.DOWN
+    moved = (last.committed or 0) > (first.committed or 0)
+    if not moved and (last.at - first.at).total_seconds() >= stall_after_s:
+        return Status.STALLED
+    if (last.time_lag_s or 0) > lag_threshold_s:
+        return Status.LAGGING
+    lags = [s.lag for s in samples]
+    if len(lags) >= 3 and all(b > a for a, b in pairwise(lags)):
+        return Status.LAGGING
+    return Status.OK
+
+
+OldestWaiting = Callable[[str, int, int | None], datetime | None]
+"""(country, partition, committed offset or None) -> broker time of the oldest record at or
+after that offset, or None if none is known."""
+
+
+class GroupProbe:
+    """Samples the consumer groups of many countries in a few admin requests."""
+
+    def __init__(self, settings: Settings, group_of: Callable[[str], str]) -> None:
+        self._settings = settings
+        self._names = TopicNames(settings.topic_prefix)
+        self._group_of = group_of
+        self._admin: Any = None
+        self._partitions: dict[str, list[int]] = {}
+
+    def sample(
+        self, countries: Iterable[str], oldest_waiting: OldestWaiting, now: datetime
+    ) -> dict[str, Sample]:
+        countries = list(countries)
+        if not countries:
+            return {}
+        try:
+            return self._sample(countries, oldest_waiting, now)
+        except KafkaError as exc:
+            self.close()  # a fresh client next time
+            raise BrokerUnavailable(f"sampling consumer groups: {exc}") from exc
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
+
+    def _sample(
+        self, countries: list[str], oldest_waiting: OldestWaiting, now: datetime
+    ) -> dict[str, Sample]:
+        if self._admin is None:
+            self._admin = admin_client(self._settings)
+        admin = self._admin
+        topics = {cc: self._names.notices(cc) for cc in countries}
+        unknown = [t for t in topics.values() if t not in self._partitions]
+        if unknown:
+            for desc in admin.describe_topics(unknown):
+                if desc["error_code"] == 0:
+                    self._partitions[desc["name"]] = sorted(
+                        p["partition_index"] for p in desc["partitions"]
+                    )
+        tps = {
+            cc: [TopicPartition(t, p) for p in self._partitions.get(t, [])]
+            for cc, t in topics.items()
+        }
+        every = [tp for group in tps.values() for tp in group]
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in every})
+        groups = {cc: self._group_of(cc) for cc in countries}
+        committed = admin.list_group_offsets({groups[cc]: tps[cc] for cc in countries})
+        described = admin.describe_groups(list(groups.values()))
+        out = {}
+        for cc in countries:
+            offsets = committed.get(groups[cc], {})
+            end_total, done_total, waiting = 0, 0, []
+            ever = False
+            for tp in tps[cc]:
+                end = ends[tp].offset
+                done = offsets[tp].offset if tp in offsets else -1
+                ever = ever or done >= 0
+                end_total += end
+                done_total += max(done, 0)
+                if end > max(done, 0):
+                    waiting.append(oldest_waiting(cc, tp.partition, done if done >= 0 else None))
+            times = [t for t in waiting if t is not None]
+            out[cc] = Sample(
+                at=now,
+                end_offset=end_total,
+                committed=done_total if ever else None,
+                members=len(described.get(groups[cc], {}).get("members") or []),
+                time_lag_s=(now - min(times)).total_seconds() if times else None,
+            )
+        return out
