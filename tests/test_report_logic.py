@@ -63,8 +63,29 @@ def window(*points: tuple[int, int | None, int, float | None], step_s: int = 10)
         (window((10, 5, 1, 5.0), (12, 5, 1, 35.0), (14, 5, 1, 65.0), step_s=40), Status.STALLED),
         # Moving, but the oldest waiting notice is over the threshold: lagging.
         (window((100, 10, 1, 20.0), (120, 30, 1, 70.0)), Status.LAGGING),
-        # Moving, young, but the lag grows at every sample: lagging.
-        (window((10, 5, 1, 2.0), (20, 8, 1, 3.0), (30, 11, 1, 4.0)), Status.LAGGING),
+        # Moving, young, but the lag grows at every one of the last five samples: lagging.
+        (
+            window(
+                (10, 5, 1, 2.0),
+                (20, 8, 1, 3.0),
+                (30, 11, 1, 4.0),
+                (40, 14, 1, 4.0),
+                (50, 17, 1, 4.0),
+            ),
+            Status.LAGGING,
+        ),
+        # Idle for long (lag 0, offsets still), then work arrives: not a stall.
+        (
+            window(
+                (40, 40, 1, None), (40, 40, 1, None), (40, 40, 1, None), (45, 40, 1, 2.0), step_s=60
+            ),
+            Status.OK,
+        ),
+        # Work waiting and offsets still for 60 s after having moved: stalled.
+        (
+            window((10, 2, 1, 1.0), (20, 9, 1, 1.0), (25, 9, 1, 30.0), (30, 9, 1, 61.0), step_s=30),
+            Status.STALLED,
+        ),
         # Moving, young, lag steady: fine.
         (window((10, 5, 1, 2.0), (20, 16, 1, 1.0), (30, 25, 1, 2.0)), Status.OK),
     ],

@@ -35,6 +35,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from notice_bus.acknowledger import Acknowledger
+from notice_bus.bureau_channel import BureauChannel
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.errors import (
     BrokerUnavailable,
@@ -46,6 +47,7 @@ from notice_bus.errors import (
     SchemaError,
     TransientError,
 )
+from notice_bus.metrics import AdapterMetrics
 from notice_bus.model import AckStatus, NoticeEvent, utcnow
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
@@ -72,6 +74,7 @@ class _Batch:
     recorded: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # written
     refused: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
     said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
+    rejected: int = 0
     attempts: int = 0
     next_try: float = 0.0
 
@@ -96,6 +99,7 @@ class Adapter:
         schemas: SchemaStore | None = None,
         from_beginning: bool = False,
         instance_id: str | None = None,
+        metrics: AdapterMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.country = country
@@ -130,6 +134,8 @@ class Adapter:
         acks = AvroCodec(load_schema("ack"), store)
         self._producer = producer
         self._say = Acknowledger(producer, self._names, country, self.adapter_id, acks, clock)
+        self._channel = BureauChannel(producer, self._names, country, store)
+        self.metrics = metrics or AdapterMetrics()
         topic = self._names.notices(country)
         # Knowing the topic's partitions before joining lets this member, if it leads the
         # group, assign them at once; it is also where a missing topic is noticed.
@@ -139,7 +145,8 @@ class Adapter:
                 f"topic {topic} does not exist at {settings.bootstrap_servers}; run"
                 f" `notice-bus topics init --countries {country}` first"
             )
-        self._consumer.subscribe([topic], listener=_Rebalance(self))
+        self._topic = topic
+        self._consumer.subscribe([topic, self._channel.reminders_topic], listener=_Rebalance(self))
 
     # --- running ----------------------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class Adapter:
         """Poll once and process what came; returns the number of records finished."""
         if self._held is not None:
             return self._step_held()
+        self._channel.relay_responses(self.sink)
         polled = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
         batch = _Batch([r for part in polled.values() for r in part])
         if not batch.records:
@@ -196,11 +204,15 @@ class Adapter:
     def _take_in(self, batch: _Batch) -> None:
         """Decode and validate every record; buffer the good ones, dead-letter the rest."""
         for record in batch.records:
+            if record.topic != self._topic:
+                self._channel.surface(self.sink, record)
+                continue
             try:
                 event = self._decode(record)
                 self._validate(record, event)
             except InvalidMessage as exc:
                 batch.said += self._say.reject(record, exc, _peek_version(self._events, record))
+                batch.rejected += 1
                 continue
             batch.said.append(self._say.ack(event, AckStatus.RECEIVED, record))
             batch.taken.append((record, event))
@@ -231,6 +243,7 @@ class Adapter:
                 batch.refused.add((record.partition, record.offset))
                 why = self._invalid(record, f"local system refused it: {refused}")
                 batch.said += self._say.reject(record, why, event.version)
+                batch.rejected += 1
                 continue
             batch.recorded.append((record, event))
 
@@ -244,6 +257,7 @@ class Adapter:
         batch.said += [self._say.ack(e, AckStatus.RECORDED, r) for r, e in batch.recorded]
         self._say.confirm(batch.said)
         self._commit(batch.records)
+        self.metrics.finished(self.country, len(batch.recorded), batch.rejected)
 
     def _decode(self, record: Any) -> NoticeEvent:
         if record.value is None:
@@ -299,6 +313,8 @@ class Adapter:
             exc,
         )
         self._consumer.pause(*self._consumer.assignment())
+        self.metrics.errors.labels(self.country, "local_system_unavailable").inc()
+        self.metrics.holding.labels(self.country).set(1)
         batch.next_try = time.monotonic() + self._backoff(batch.attempts)
         self._held = batch
 
@@ -325,6 +341,7 @@ class Adapter:
             self._abandon(batch, exc)
             return 0
         log.info("%s: local system back after %d attempts", self.country, batch.attempts)
+        self.metrics.holding.labels(self.country).set(0)
         self._held = None
         self._consumer.resume(*self._consumer.assignment())
         return len(batch.records)
@@ -334,6 +351,7 @@ class Adapter:
 
     def _abandon(self, batch: _Batch, exc: Exception) -> None:
         """Read the batch again from its first offsets."""
+        self.metrics.errors.labels(self.country, "broker_unavailable").inc()
         log.error("%s: batch not done, it will be read again: %s", self.country, exc)
         first: dict[TopicPartition, int] = {}
         for r in batch.records:
@@ -354,6 +372,7 @@ class Adapter:
         self.sink.discard(tp.partition for tp in partitions)
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        partitions = [tp for tp in partitions if tp.topic == self._topic]
         if self._rewind_on_assign and partitions:
             log.info("%s: reading %d partitions from the beginning", self.country, len(partitions))
             self._consumer.seek_to_beginning(*partitions)

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 
 from notice_bus.errors import NoticeBusError
 from notice_bus.settings import STATE_DIR, Settings
@@ -114,6 +115,7 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.adapter import Adapter
     from notice_bus.errors import ConfigError
     from notice_bus.local_system import as_sink, load_system, read_system_config
+    from notice_bus.metrics import AdapterMetrics, serve
     from notice_bus.topics import parse_countries
 
     countries = parse_countries(args.country)
@@ -131,8 +133,16 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     name = args.system or "sql"
     ledger = args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{country}.db"
     sink = as_sink(load_system(name, options), ledger)
+    metrics = AdapterMetrics()
+    if args.metrics_port is not None:
+        serve(metrics.registry, args.metrics_port, args.metrics_host)
     adapter = Adapter(
-        settings, country, sink, from_beginning=args.from_beginning, instance_id=args.instance_id
+        settings,
+        country,
+        sink,
+        from_beginning=args.from_beginning,
+        instance_id=args.instance_id,
+        metrics=metrics,
     )
     adapter.run(_stop_on_signals())
     return 0
@@ -151,19 +161,75 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.tracker import Tracker
 
-    Tracker(settings, database_url=args.database_url).run(_stop_on_signals())
+    tracker = Tracker(settings, database_url=args.database_url)
+    if args.metrics_port is not None:
+        from prometheus_client import CollectorRegistry
+
+        from notice_bus.metrics import ReportCollector, serve
+        from notice_bus.report import build_report
+
+        registry = CollectorRegistry()
+        registry.register(ReportCollector(lambda: build_report(tracker.engine, settings)))
+        serve(registry, args.metrics_port, args.metrics_host)
+    tracker.run(_stop_on_signals())
     return 0
 
 
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from notice_bus.db import make_engine
-    from notice_bus.report import build_report, to_json, to_table
+    from notice_bus.report import build_report, to_csv, to_json, to_table
     from notice_bus.tables import TRACKER_TABLES
+    from notice_bus.topics import parse_countries
 
     engine = make_engine(args.database_url or settings.tracker_database_url, TRACKER_TABLES)
-    reports = build_report(engine, settings)
-    print(to_json(reports) if args.format == "json" else to_table(reports))
+    countries = parse_countries(args.country) if args.country else []
+    reports = build_report(engine, settings, since=args.since, countries=countries)
+    if args.format == "json":
+        text = to_json(reports)
+    elif args.format == "csv":
+        text = to_csv(reports)
+    elif args.format == "html":
+        from notice_bus.report_html import render_html
+
+        text = render_html(engine, settings, reports)
+    else:
+        text = to_table(reports, colour=args.output is None and sys.stdout.isatty())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"report written to {args.output}")
+    else:
+        print(text)
     return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.dashboard import serve
+
+    print(f"dashboard on http://{args.host}:{args.port}/", flush=True)
+    serve(settings, host=args.host, port=args.port, database_url=args.database_url)
+    return 0
+
+
+def _cmd_respond(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.hq import respond
+    from notice_bus.model import Answer
+    from notice_bus.topics import parse_countries
+
+    [country] = parse_countries(args.country)
+    respond(settings, country, args.notice_id, Answer(args.answer), args.text, args.responder)
+    print(f"{country} answered {args.answer} to {args.notice_id}")
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    """``90s``, ``15m``, ``2h``, ``7d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return timedelta(seconds=float(text[:-1]) * units[text[-1]])
+    except (KeyError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration like 15m or 2h: {text!r}") from None
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -227,16 +293,35 @@ def _parser() -> argparse.ArgumentParser:
         help="a stable name for this instance (static group membership: fast restarts)",
     )
     c.add_argument("--batch-size", type=int)
+    c.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    c.add_argument("--metrics-host", default="127.0.0.1")
 
     c = command("bootstrap", _cmd_bootstrap, "send a country every notice active now")
     c.add_argument("--country", required=True, help="a country that joined late")
 
     c = command("tracker", _cmd_tracker, "record every country's acknowledgements for HQ")
     c.add_argument("--database-url", help="default: settings.tracker_database_url")
+    c.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    c.add_argument("--metrics-host", default="127.0.0.1")
 
-    c = command("report", _cmd_report, "per-country response-lag report")
-    c.add_argument("--format", choices=["table", "json"], default="table")
+    c = command("report", _cmd_report, "per-country response-lag report, worst first")
+    c.add_argument("--format", choices=["table", "json", "csv", "html"], default="table")
+    c.add_argument("--country", help="only these countries, e.g. FR,TH")
+    c.add_argument("--since", type=_duration, help="only notices sent in the last 15m, 2h, 7d")
+    c.add_argument("--output", help="write to this file instead of standard output")
     c.add_argument("--database-url", help="the tracker's database")
+
+    c = command("dashboard", _cmd_dashboard, "serve the report live in a browser")
+    c.add_argument("--host", default="127.0.0.1")
+    c.add_argument("--port", type=int, default=8080)
+    c.add_argument("--database-url", help="the tracker's database")
+
+    c = command("respond", _cmd_respond, "a bureau's own answer to a notice")
+    c.add_argument("--country", required=True)
+    c.add_argument("notice_id")
+    c.add_argument("answer", choices=["NO_TRACE", "LOCATED", "ARRESTED", "CANNOT_ACT"])
+    c.add_argument("--text", help="free text for HQ")
+    c.add_argument("--responder", default="officer", help="who answers")
 
     c = command("demo", _cmd_demo, "run HQ, a tracker and adapters on a local broker")
     c.add_argument("--notices", type=int, default=300)

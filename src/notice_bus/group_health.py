@@ -27,6 +27,7 @@ from notice_bus.settings import Settings
 from notice_bus.topics import TopicNames, admin_client
 
 log = logging.getLogger("notice_bus.group_health")
+_GROWTH_SAMPLES = 5
 
 
 class Status(StrEnum):
@@ -60,24 +61,31 @@ def classify(samples: Sequence[Sample], *, lag_threshold_s: float, stall_after_s
     - nothing left to consume (a quiet country included) is OK, whatever else holds;
     - work waiting and nobody in the group: NEVER_CONNECTED if the group never committed,
       else DOWN;
-    - members present but the committed offsets have not moved for ``stall_after_s``: STALLED;
-    - the oldest waiting notice older than ``lag_threshold_s``, or the lag growing at every
-      sample of the window: LAGGING.
+    - members present, work waiting, and the committed offsets still for ``stall_after_s``:
+      STALLED;
+    - the oldest waiting notice older than ``lag_threshold_s``, or the lag growing at each of
+      the last five samples: LAGGING.
     """
     if not samples:
         return Status.OK
-    first, last = samples[0], samples[-1]
+    last = samples[-1]
     if last.lag <= 0:
         return Status.OK
     if last.members == 0:
         return Status.NEVER_CONNECTED if last.committed is None else Status.DOWN
-    moved = (last.committed or 0) > (first.committed or 0)
-    if not moved and (last.at - first.at).total_seconds() >= stall_after_s:
+    # How long the committed offset has stood still *with work waiting*: an idle stretch
+    # before the work arrived is not a stall (Burrow's false alarm on quiet topics).
+    still_since = last.at
+    for s in reversed(samples):
+        if s.committed != last.committed or s.lag <= 0:
+            break
+        still_since = s.at
+    if (last.at - still_since).total_seconds() >= stall_after_s:
         return Status.STALLED
     if (last.time_lag_s or 0) > lag_threshold_s:
         return Status.LAGGING
-    lags = [s.lag for s in samples]
-    if len(lags) >= 3 and all(b > a for a, b in pairwise(lags)):
+    recent = [s.lag for s in samples[-_GROWTH_SAMPLES:]]
+    if len(recent) == _GROWTH_SAMPLES and all(b > a for a, b in pairwise(recent)):
         return Status.LAGGING
     return Status.OK
 

@@ -25,7 +25,7 @@ from sqlmodel import Session
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import make_engine, transaction, translate_errors
 from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice
-from notice_bus.model import Action, NoticeEvent, Person, utcnow
+from notice_bus.model import Action, Answer, NoticeEvent, Person, Response, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import (
@@ -283,3 +283,38 @@ class HQ:
                 f"sending to Kafka at {self.settings.bootstrap_servers} failed ({exc}); the"
                 " notices are kept in HQ's outbox and go out with the next `notice-bus relay`"
             ) from exc
+
+
+def respond(
+    settings: Settings,
+    country: str,
+    notice_id: str,
+    answer: Answer,
+    text: str | None = None,
+    responder: str = "officer",
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> Response:
+    """Send a bureau's answer to a notice on the country's responses topic."""
+    from notice_bus.bureau_channel import send
+
+    check_notice_id(notice_id)
+    response = Response(country, notice_id, answer, clock(), responder, text)
+    codec = AvroCodec(load_schema("response"), KafkaSchemaStore(settings))
+    try:
+        producer = KafkaProducer(**kafka_config(settings, "notice-bus-respond"), acks="all")
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    try:
+        send(
+            producer,
+            codec,
+            TopicNames(settings.topic_prefix).responses(country),
+            [response],
+            country,
+        )
+    finally:
+        producer.close(timeout=10)
+    return response

@@ -25,13 +25,13 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
 from notice_bus.errors import ConfigError
-from notice_bus.model import Action, NoticeEvent
-from notice_bus.sink import Health, PartitionBuffers, Sink
+from notice_bus.model import Action, NoticeEvent, Reminder, Response
+from notice_bus.sink import BureauHooks, Health, PartitionBuffers, Sink
 
 ENTRY_POINT_GROUP = "notice_bus.local_systems"
 
 
-class LocalSystem(ABC):
+class LocalSystem(BureauHooks, ABC):
     """A country's local information system, as a plug-in sees it.
 
     - ``write`` takes in notices (PUBLISH or UPDATE events): each notice at most once per
@@ -56,7 +56,7 @@ class LocalSystem(ABC):
     def health(self) -> Health:
         return Health(True)
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections."""
 
 
@@ -122,6 +122,15 @@ class LedgerSink(Sink):
 
     def health(self) -> Health:
         return self.system.health()
+
+    def remind(self, reminder: Reminder) -> None:
+        self.system.remind(reminder)
+
+    def responses(self) -> Sequence[tuple[object, Response]]:
+        return self.system.responses()
+
+    def responses_sent(self, handles: Sequence[object]) -> None:
+        self.system.responses_sent(handles)
 
     def close(self) -> None:
         self.system.close()

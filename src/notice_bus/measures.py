@@ -193,4 +193,4 @@ def unanswered(conn: Connection, before: datetime) -> list[Any]:
 
 def last_seen(conn: Connection) -> dict[str, datetime]:
     query = select(ACK.c.country, func.max(ACK.c.broker_at)).group_by(ACK.c.country)
-    return dict(conn.execute(query).tuples().all())
+    return {country: at for country, at in conn.execute(query)}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from notice_bus.model import NoticeEvent
+from notice_bus.model import NoticeEvent, Reminder, Response
+
+log = logging.getLogger("notice_bus.sink")
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,7 +20,24 @@ class Health:
     detail: str = ""
 
 
-class Sink(ABC):
+class BureauHooks:
+    """What a local system may do beyond taking in notices: show HQ's reminders to its
+    officers, and hand over the answers they gave. Every hook is optional."""
+
+    def remind(self, reminder: Reminder) -> None:
+        """Surface HQ's reminder of an overdue notice locally. The default logs it."""
+        log.warning("%s: HQ reminds: %s", reminder.country, reminder.text)
+
+    def responses(self) -> Sequence[tuple[object, Response]]:
+        """Answers the bureau gave in its local system that HQ has not had yet, each with a
+        handle for :meth:`responses_sent`. The default has none."""
+        return ()
+
+    def responses_sent(self, handles: Sequence[object]) -> None:
+        """The broker has these answers; do not offer them again."""
+
+
+class Sink(BureauHooks, ABC):
     """A local information system that takes in notices, in batches per Kafka partition.
 
     Semantics every implementation keeps:
@@ -43,14 +63,14 @@ class Sink(ABC):
     def flush(self) -> None:
         """Write everything buffered, durably."""
 
-    def discard(self, partitions: Iterable[int]) -> None:  # noqa: B027 - optional hook
+    def discard(self, partitions: Iterable[int]) -> None:
         """Forget what was buffered from ``partitions`` (they were taken away by a rebalance)."""
 
     def health(self) -> Health:
         """Cheap, never raises; the adapter asks before retrying after an outage."""
         return Health(True)
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release connections. The default does nothing."""
 
 

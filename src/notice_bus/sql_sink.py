@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, text
+from sqlalchemy import and_, insert, select, text, update
 
-from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
+from notice_bus.db import as_utc, dialect_insert, make_engine, transaction, translate_errors
 from notice_bus.errors import NoticeBusError
-from notice_bus.model import Action, NoticeEvent, utcnow
+from notice_bus.model import Action, Answer, NoticeEvent, Reminder, Response, utcnow
 from notice_bus.sink import Health, PartitionBuffers, Sink
-from notice_bus.tables import ACTIVE, LOCAL_TABLES, RED_NOTICE, WITHDRAWN
+from notice_bus.tables import (
+    ACTIVE,
+    LOCAL_REMINDER,
+    LOCAL_RESPONSE,
+    LOCAL_TABLES,
+    RED_NOTICE,
+    WITHDRAWN,
+)
 
 _TABLE: Any = RED_NOTICE
 _CANCEL_COLUMNS = (
@@ -77,6 +84,53 @@ class SqlSink(Sink):
         except NoticeBusError as exc:
             return Health(False, str(exc))
         return Health(True)
+
+    def remind(self, reminder: Reminder) -> None:
+        """Into ``notice_reminder``, where the bureau's officers see it."""
+        with transaction(self.engine) as conn:
+            conn.execute(
+                insert(LOCAL_REMINDER).values(
+                    notice_id=reminder.notice_id,
+                    version=reminder.version,
+                    kind=reminder.kind.value,
+                    deadline=reminder.deadline,
+                    reminded_at=reminder.at,
+                    text=reminder.text,
+                )
+            )
+
+    def responses(self) -> Sequence[tuple[object, Response]]:
+        """Rows the bureau's officers put in ``notice_response`` that were not sent yet."""
+        query = (
+            select(LOCAL_RESPONSE)
+            .where(LOCAL_RESPONSE.c.sent_at.is_(None))
+            .order_by(LOCAL_RESPONSE.c.id)
+            .limit(100)
+        )
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [
+            (
+                r.id,
+                Response(
+                    country="",
+                    notice_id=r.notice_id,
+                    answer=Answer(r.answer),
+                    at=as_utc(r.answered_at),
+                    responder=r.responder,
+                    text=r.text,
+                ),
+            )
+            for r in rows
+        ]
+
+    def responses_sent(self, handles: Sequence[object]) -> None:
+        with transaction(self.engine) as conn:
+            conn.execute(
+                update(LOCAL_RESPONSE)
+                .where(LOCAL_RESPONSE.c.id.in_(handles))
+                .values(sent_at=self._clock())
+            )
 
     def close(self) -> None:
         self.engine.dispose()

@@ -56,6 +56,36 @@ class RedNotice(SQLModel, table=True):
     recorded_at: datetime = _ts(nullable=False)
 
 
+class LocalResponse(SQLModel, table=True):
+    """A bureau's answer to a notice, entered in its local system; the adapter sends each one
+    to HQ and stamps ``sent_at`` once the broker has it."""
+
+    __tablename__ = "notice_response"
+    __table_args__ = (Index("ix_notice_response_pending", "sent_at", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    notice_id: str = Field(max_length=16)
+    answer: str = Field(max_length=12)  # NO_TRACE, LOCATED, ARRESTED, CANNOT_ACT
+    text: str | None = None
+    responder: str = "local-system"
+    answered_at: datetime = _ts(nullable=False)
+    sent_at: datetime | None = _ts(nullable=True)
+
+
+class LocalReminder(SQLModel, table=True):
+    """HQ's reminders of overdue notices, surfaced in the local system for its officers."""
+
+    __tablename__ = "notice_reminder"
+
+    id: int | None = Field(default=None, primary_key=True)
+    notice_id: str = Field(max_length=16, index=True)
+    version: int
+    kind: str = Field(max_length=12)
+    deadline: datetime = _ts(nullable=False)
+    reminded_at: datetime = _ts(nullable=False)
+    text: str
+
+
 # --- HQ ----------------------------------------------------------------------------------------
 
 
@@ -198,6 +228,8 @@ RESPONSE = _table(ResponseEvent)
 GROUP_SAMPLE = _table(GroupSample)
 INCIDENT = _table(Incident)
 REMINDER_SENT = _table(ReminderSent)
-LOCAL_TABLES = [RED_NOTICE]
+LOCAL_RESPONSE = _table(LocalResponse)
+LOCAL_REMINDER = _table(LocalReminder)
+LOCAL_TABLES = [RED_NOTICE, LOCAL_RESPONSE, LOCAL_REMINDER]
 HQ_TABLES = [HQ_NOTICE, OUTBOX]
 TRACKER_TABLES = [SENT, ACK, RESPONSE, GROUP_SAMPLE, INCIDENT, REMINDER_SENT]
