@@ -25,7 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP)
-	bash scripts/system-deps.sh kafka postgres
+	bash scripts/system-deps.sh kafka postgres chromium
 	$(MAKE) lint
 	$(BIN)/pytest
 

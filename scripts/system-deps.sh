@@ -2,6 +2,7 @@
 # Installs the system programs notice-bus's local components need, when they are missing:
 #   kafka     Java 17+ and Maven (the local broker runs Kafka's official jars)
 #   postgres  PostgreSQL's server binaries (the tests start a throwaway cluster)
+#   chromium  a headless browser, in which the tests render the HTML report and dashboard
 # Skipped for Kafka when KAFKA_BOOTSTRAP_SERVERS names a cluster, and for PostgreSQL when
 # NOTICE_BUS_TEST_DATABASE_URL names a server. Uses apt-get when run as root on Debian/Ubuntu;
 # otherwise says what to install.
@@ -21,6 +22,9 @@ for what in "$@"; do
       if ! command -v initdb >/dev/null && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
         need+=(postgresql)
       fi
+      ;;
+    chromium)
+      command -v chromium >/dev/null || need+=(chromium)
       ;;
     *) echo "system-deps: unknown component $what" >&2; exit 2 ;;
   esac

@@ -159,9 +159,12 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.escalation import Escalator
     from notice_bus.tracker import Tracker
 
     tracker = Tracker(settings, database_url=args.database_url)
+    escalator = Escalator(settings, tracker.engine)
+    tracker.on_sample = escalator  # deadlines checked after every sampling round
     if args.metrics_port is not None:
         from prometheus_client import CollectorRegistry
 
@@ -171,7 +174,10 @@ def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
         registry = CollectorRegistry()
         registry.register(ReportCollector(lambda: build_report(tracker.engine, settings)))
         serve(registry, args.metrics_port, args.metrics_host)
-    tracker.run(_stop_on_signals())
+    try:
+        tracker.run(_stop_on_signals())
+    finally:
+        escalator.close()
     return 0
 
 
