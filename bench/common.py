@@ -1,0 +1,53 @@
+"""Shared pieces of the benchmarks: real servers, timing, and the results file."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results.json"
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """``NOTICE_BUS_BENCH_DATABASE_URL``, else a throwaway local cluster."""
+    if os.environ.get("NOTICE_BUS_BENCH_DATABASE_URL"):
+        yield os.environ["NOTICE_BUS_BENCH_DATABASE_URL"]
+        return
+    from tests.support.postgres import LocalPostgres
+
+    pg = LocalPostgres()
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
+
+
+def timed(fn: Callable[[], Any], repeat: int = 3) -> tuple[float, list[float]]:
+    """Median and all wall-clock seconds of ``repeat`` runs of ``fn``."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return statistics.median(runs), runs
+
+
+def record(figures: dict[str, Any]) -> None:
+    """Merge ``figures`` into bench/results.json, with the machine they were measured on."""
+    data: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    data.update(figures)
+    data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                       "platform": platform.platform()}
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
