@@ -5,11 +5,12 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: help test lint demo venv clean
+.PHONY: help test lint demo bench venv clean
 
 help:
 	@echo "make demo   run HQ, a tracker and 11 country adapters on a local Kafka broker"
 	@echo "make test   lint, type-check and run the tests on real Kafka and PostgreSQL"
+	@echo "make bench  the benchmarks; figures printed and written to bench/results.json"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,14 +21,18 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests consumers
-	$(BIN)/ruff format --check src tests consumers
+	$(BIN)/ruff check src tests consumers bench
+	$(BIN)/ruff format --check src tests consumers bench
 	$(BIN)/mypy
 
 test: $(STAMP)
 	bash scripts/system-deps.sh kafka postgres chromium
 	$(MAKE) lint
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	bash scripts/system-deps.sh postgres
+	$(BIN)/python -m bench.report_bench
 
 demo: $(STAMP)
 	bash scripts/system-deps.sh kafka

@@ -44,8 +44,11 @@ def record(figures: dict[str, Any]) -> None:
     """Merge ``figures`` into bench/results.json, with the machine they were measured on."""
     data: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data.update(figures)
-    data["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
-                       "platform": platform.platform()}
+    data["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 

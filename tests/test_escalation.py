@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from notice_bus import measures
 from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.errors import ConfigError, TransientError
 from notice_bus.escalation import EscalationResult, Escalator, post_json
@@ -113,6 +114,7 @@ def play_recorded(bus: Bus, country: str, notice_id: str, version: int = 1) -> N
                 position="", at=now, broker_at=now, adapter_id="test",
             )
         )  # fmt: skip
+        measures.reconcile(conn, [(country, notice_id, version)], [])
 
 
 def answer(settings: Settings, country: str, notice_id: str) -> None:

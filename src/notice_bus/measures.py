@@ -14,11 +14,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    func,
+    literal,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
@@ -64,95 +74,101 @@ def quantiles(conn: Connection, rows: Select[Any], qs: Sequence[float]) -> Quant
     return out
 
 
-def _ack_join(status: AckStatus) -> Any:
-    ack = ACK.alias(f"ack_{status.value.lower()}")
-    cond = and_(
-        ack.c.country == SENT.c.country,
-        ack.c.notice_id == SENT.c.notice_id,
-        ack.c.version == SENT.c.version,
-        ack.c.status == status.value,
-    )
-    return ack, cond
+def lag_quantiles(conn: Connection, since: datetime | None) -> tuple[Quantiles, Quantiles]:
+    """Apply lag p50, p95 and max, and delivery lag p95, per country. On PostgreSQL in one
+    scan of ``tracker_sent``; elsewhere through :func:`quantiles`."""
+    if conn.dialect.name != "postgresql":
+        return (
+            quantiles(conn, apply_lags(conn, since), [50, 95]),
+            quantiles(conn, delivery_lags(conn, since), [95]),
+        )
+    apply = seconds(conn, SENT.c.recorded_at, SENT.c.broker_at)
+    delivery = seconds(conn, SENT.c.received_at, SENT.c.broker_at)
+    query = select(
+        SENT.c.country,
+        func.percentile_cont(0.5).within_group(apply.asc()),
+        func.percentile_cont(0.95).within_group(apply.asc()),
+        func.max(apply),
+        func.percentile_cont(0.95).within_group(delivery.asc()),
+    ).group_by(SENT.c.country)
+    if since:
+        query = query.where(SENT.c.broker_at >= since)
+    applied: Quantiles = {}
+    delivered: Quantiles = {}
+    for country, p50, p95, mx, d95 in conn.execute(query):
+        if mx is not None:
+            applied[country] = {50: p50, 95: p95, 100.0: mx}
+        if d95 is not None:
+            delivered[country] = {95: d95}
+    return applied, delivered
 
 
 def apply_lags(conn: Connection, since: datetime | None) -> Select[Any]:
     """(country, seconds from the notice's arrival to its RECORDED acknowledgement)."""
-    ack, cond = _ack_join(AckStatus.RECORDED)
-    query = select(SENT.c.country, seconds(conn, ack.c.broker_at, SENT.c.broker_at)).join(ack, cond)
+    query = select(SENT.c.country, seconds(conn, SENT.c.recorded_at, SENT.c.broker_at)).where(
+        SENT.c.recorded_at.is_not(None)
+    )
     return query.where(SENT.c.broker_at >= since) if since else query
 
 
 def delivery_lags(conn: Connection, since: datetime | None) -> Select[Any]:
     """(country, seconds from the notice's arrival to its RECEIVED acknowledgement)."""
-    ack, cond = _ack_join(AckStatus.RECEIVED)
-    query = select(SENT.c.country, seconds(conn, ack.c.broker_at, SENT.c.broker_at)).join(ack, cond)
+    query = select(SENT.c.country, seconds(conn, SENT.c.received_at, SENT.c.broker_at)).where(
+        SENT.c.received_at.is_not(None)
+    )
     return query.where(SENT.c.broker_at >= since) if since else query
 
 
 def response_lags(conn: Connection, since: datetime | None) -> Select[Any]:
     """(country, seconds from a notice's first arrival to the bureau's first answer)."""
-    first_sent = (
-        select(SENT.c.country, SENT.c.notice_id, func.min(SENT.c.broker_at).label("at"))
-        .group_by(SENT.c.country, SENT.c.notice_id)
-        .subquery()
+    query = select(SENT.c.country, seconds(conn, SENT.c.answered_at, SENT.c.first_at)).where(
+        SENT.c.answered_at.is_not(None), ~SENT.c.superseded
     )
-    first_answer = (
-        select(RESPONSE.c.country, RESPONSE.c.notice_id, func.min(RESPONSE.c.broker_at).label("at"))
-        .group_by(RESPONSE.c.country, RESPONSE.c.notice_id)
-        .subquery()
-    )
-    query = select(first_sent.c.country, seconds(conn, first_answer.c.at, first_sent.c.at)).join(
-        first_answer,
-        and_(
-            first_answer.c.country == first_sent.c.country,
-            first_answer.c.notice_id == first_sent.c.notice_id,
-        ),
-    )
-    return query.where(first_sent.c.at >= since) if since else query
+    return query.where(SENT.c.first_at >= since) if since else query
 
 
-def clock_skews(conn: Connection, since: datetime | None) -> Select[Any]:
-    """(country, the bureau's clock minus the broker's, per acknowledgement)."""
-    query = select(ACK.c.country, seconds(conn, ACK.c.at, ACK.c.broker_at))
-    return query.where(ACK.c.broker_at >= since) if since else query
+def clock_skews(conn: Connection, since: datetime) -> Select[Any]:
+    """(country, the bureau's clock minus the broker's, per acknowledgement since ``since``)."""
+    return select(ACK.c.country, seconds(conn, ACK.c.at, ACK.c.broker_at)).where(
+        ACK.c.broker_at >= since
+    )
 
 
-def counts(conn: Connection, since: datetime | None) -> dict[str, dict[str, int]]:
-    """Per country: events sent, RECORDED, REJECTED, and notices answered."""
-    out: dict[str, dict[str, int]] = defaultdict(
-        lambda: {"sent": 0, "recorded": 0, "rejected": 0, "answered": 0}
-    )
-    sent = select(SENT.c.country, func.count()).group_by(SENT.c.country)
-    acks = select(ACK.c.country, ACK.c.status, func.count()).where(
-        ACK.c.status.in_([AckStatus.RECORDED.value, AckStatus.REJECTED.value])
-    )
-    answered = select(RESPONSE.c.country, func.count(func.distinct(RESPONSE.c.notice_id)))
+def counts(conn: Connection, since: datetime | None) -> dict[str, dict[str, Any]]:
+    """Per country: events sent, RECORDED, REJECTED, notices answered, and when the country
+    was last heard of (its latest acknowledgement)."""
+    query = select(
+        SENT.c.country,
+        func.count(),
+        func.count(SENT.c.recorded_at),
+        func.sum(case((SENT.c.rejected, 1), else_=0)),
+        func.count(case((~SENT.c.superseded, SENT.c.answered_at))),
+        func.max(SENT.c.received_at),
+        func.max(SENT.c.recorded_at),
+    ).group_by(SENT.c.country)
     if since:
-        sent = sent.where(SENT.c.broker_at >= since)
-        acks = acks.where(ACK.c.broker_at >= since)
-        answered = answered.where(RESPONSE.c.broker_at >= since)
-    for country, n in conn.execute(sent):
-        out[country]["sent"] = n
-    for country, status, n in conn.execute(acks.group_by(ACK.c.country, ACK.c.status)):
-        out[country]["recorded" if status == AckStatus.RECORDED.value else "rejected"] = n
-    for country, n in conn.execute(answered.group_by(RESPONSE.c.country)):
-        out[country]["answered"] = n
+        query = query.where(SENT.c.broker_at >= since)
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"sent": 0, "recorded": 0, "rejected": 0, "answered": 0, "seen": None}
+    )
+    for country, sent, recorded, rejected, answered, got, done in conn.execute(query):
+        seen = [t for t in (got, done) if t is not None]
+        out[country] = {
+            "sent": sent,
+            "recorded": recorded,
+            "rejected": int(rejected or 0),
+            "answered": answered,
+            "seen": max(seen) if seen else None,
+        }
     return out
 
 
 def outstanding(conn: Connection, since: datetime | None) -> list[Any]:
     """Sent events with neither a RECORDED nor a REJECTED acknowledgement, oldest first:
     rows of (country, notice_id, version, broker_at)."""
-    done = ACK.alias("done")
-    cond = and_(
-        done.c.country == SENT.c.country,
-        done.c.notice_id == SENT.c.notice_id,
-        done.c.version == SENT.c.version,
-        done.c.status.in_([AckStatus.RECORDED.value, AckStatus.REJECTED.value]),
-    )
     query = (
         select(SENT.c.country, SENT.c.notice_id, SENT.c.version, SENT.c.broker_at)
-        .where(~select(literal_column("1")).where(cond).exists())
+        .where(SENT.c.recorded_at.is_(None), ~SENT.c.rejected)
         .order_by(SENT.c.broker_at)
     )
     if since:
@@ -162,35 +178,84 @@ def outstanding(conn: Connection, since: datetime | None) -> list[Any]:
 
 def unanswered(conn: Connection, before: datetime) -> list[Any]:
     """Notices first sent before ``before`` that the country has not answered, and whose
-    latest version is not a cancel: rows of (country, notice_id, first broker_at)."""
-    answered: Select[Any] = select(literal_column("1")).where(
-        and_(RESPONSE.c.country == SENT.c.country, RESPONSE.c.notice_id == SENT.c.notice_id)
-    )
-    first = (
-        select(
-            SENT.c.country,
-            SENT.c.notice_id,
-            func.min(SENT.c.broker_at).label("at"),
-            func.max(SENT.c.version).label("v"),
-        )
-        .where(~answered.exists())
-        .group_by(SENT.c.country, SENT.c.notice_id)
-        .subquery()
-    )
-    cancelled: Select[Any] = select(literal_column("1")).where(
-        and_(
-            SENT.c.country == first.c.country,
-            SENT.c.notice_id == first.c.notice_id,
-            SENT.c.version == first.c.v,
-            SENT.c.action == "CANCEL",
-        )
-    )
-    query = select(first.c.country, first.c.notice_id, first.c.at).where(
-        first.c.at < before, ~cancelled.exists()
+    latest version is not a cancel: rows of (country, notice_id, first_at)."""
+    query = select(SENT.c.country, SENT.c.notice_id, SENT.c.first_at).where(
+        ~SENT.c.superseded,
+        SENT.c.answered_at.is_(None),
+        SENT.c.action != "CANCEL",
+        SENT.c.first_at < before,
     )
     return list(conn.execute(query))
 
 
-def last_seen(conn: Connection) -> dict[str, datetime]:
-    query = select(ACK.c.country, func.max(ACK.c.broker_at)).group_by(ACK.c.country)
-    return {country: at for country, at in conn.execute(query)}
+def overdue_answers(
+    conn: Connection, deadline: datetime, per_country: dict[str, datetime]
+) -> dict[str, int]:
+    """Per country, how many notices are past their answer deadline (first arrival before
+    ``deadline``, or the country's own in ``per_country``), unanswered and not cancelled."""
+    cutoff: Any = literal(deadline)
+    if per_country:
+        cutoff = case(
+            *((SENT.c.country == cc, literal(t)) for cc, t in per_country.items()),
+            else_=literal(deadline),
+        )
+    query = (
+        select(SENT.c.country, func.count())
+        .where(
+            ~SENT.c.superseded,
+            SENT.c.answered_at.is_(None),
+            SENT.c.action != "CANCEL",
+            SENT.c.first_at < cutoff,
+        )
+        .group_by(SENT.c.country)
+    )
+    return {country: n for country, n in conn.execute(query)}
+
+
+def reconcile(
+    conn: Connection, versions: Iterable[tuple[str, str, int]], notices: Iterable[tuple[str, str]]
+) -> None:
+    """Bring the outcome columns of ``tracker_sent`` up to date for the notice versions and
+    notices a batch touched, whichever arrived first: the notice, or its acknowledgement."""
+    versions, notices = list(versions), list(notices)
+    if versions:
+        touched = tuple_(SENT.c.country, SENT.c.notice_id, SENT.c.version).in_(versions)
+        same = and_(
+            ACK.c.country == SENT.c.country,
+            ACK.c.notice_id == SENT.c.notice_id,
+            ACK.c.version == SENT.c.version,
+        )
+        for status, column in (
+            (AckStatus.RECEIVED, "received_at"),
+            (AckStatus.RECORDED, "recorded_at"),
+        ):
+            first = (
+                select(func.min(ACK.c.broker_at))
+                .where(same, ACK.c.status == status.value)
+                .scalar_subquery()
+            )
+            conn.execute(
+                update(SENT).where(touched, SENT.c[column].is_(None)).values({column: first})
+            )
+        refused = select(literal_column("1")).where(same, ACK.c.status == "REJECTED").exists()
+        conn.execute(update(SENT).where(touched, ~SENT.c.rejected, refused).values(rejected=True))
+    if notices:
+        touched = tuple_(SENT.c.country, SENT.c.notice_id).in_(notices)
+        other = SENT.alias("other")
+        same_notice = and_(other.c.country == SENT.c.country, other.c.notice_id == SENT.c.notice_id)
+        newer: Select[Any] = select(literal_column("1")).where(
+            same_notice, other.c.version > SENT.c.version
+        )
+        conn.execute(
+            update(SENT).where(touched, ~SENT.c.superseded, newer.exists()).values(superseded=True)
+        )
+        first = select(func.min(other.c.broker_at)).where(same_notice).scalar_subquery()
+        conn.execute(update(SENT).where(touched).values(first_at=first))
+        answer = (
+            select(func.min(RESPONSE.c.broker_at))
+            .where(RESPONSE.c.country == SENT.c.country, RESPONSE.c.notice_id == SENT.c.notice_id)
+            .scalar_subquery()
+        )
+        conn.execute(
+            update(SENT).where(touched, SENT.c.answered_at.is_(None)).values(answered_at=answer)
+        )

@@ -92,24 +92,27 @@ def build_report(
     start = now - since if since else None
     policy = Policy.from_settings(settings)
     with translate_errors(str(engine.url)), engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # Percentiles sort every lag of the window; let those sorts stay in memory.
+            conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
         counts = measures.counts(conn, start)
-        apply = measures.quantiles(conn, measures.apply_lags(conn, start), [50, 95])
-        delivery = measures.quantiles(conn, measures.delivery_lags(conn, start), [95])
+        apply, delivery = measures.lag_quantiles(conn, start)
         response = measures.quantiles(conn, measures.response_lags(conn, start), [95])
-        skew = measures.quantiles(conn, measures.clock_skews(conn, start), [50])
+        # A clock's skew is what it is now: the last hour (or the window asked for) tells.
+        recent = start or now - timedelta(hours=1)
+        skew = measures.quantiles(conn, measures.clock_skews(conn, recent), [50])
         waiting = measures.outstanding(conn, start)
-        seen = {c: as_utc(t) for c, t in measures.last_seen(conn).items()}
+        seen = {c: as_utc(v["seen"]) for c, v in counts.items() if v["seen"] is not None}
         samples = _samples(conn, now - timedelta(seconds=settings.window_s))
-        loose = min(d.answer_within_s for d in [policy.default, *policy.countries.values()])
-        unanswered = measures.unanswered(conn, now - timedelta(seconds=loose))
+        overdue_answer = measures.overdue_answers(
+            conn,
+            now - timedelta(seconds=policy.default.answer_within_s),
+            {cc: now - timedelta(seconds=d.answer_within_s) for cc, d in policy.countries.items()},
+        )
 
     per_waiting: dict[str, list[Any]] = defaultdict(list)
     for row in waiting:
         per_waiting[row.country].append(row)
-    overdue_answer: dict[str, int] = defaultdict(int)
-    for country, _notice, first_at in unanswered:
-        if (now - as_utc(first_at)).total_seconds() > policy.of(country).answer_within_s:
-            overdue_answer[country] += 1
 
     known = set(counts) | set(samples) | set(seen)
     wanted = [c for c in countries if c in known] if countries else sorted(known)
@@ -155,7 +158,7 @@ def build_report(
                 response_p95_s=response.get(cc, {}).get(95),
                 answered=c["answered"],
                 overdue_record=sum(1 for a in ages if a > deadline),
-                overdue_answer=overdue_answer[cc],
+                overdue_answer=overdue_answer.get(cc, 0),
                 consumer_lag=window[-1].lag if window else None,
                 consumer_time_lag_s=window[-1].time_lag_s if window else None,
                 clock_skew_s=skew.get(cc, {}).get(50),

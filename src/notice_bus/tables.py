@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Table
+from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Table, text
 from sqlmodel import Field, SQLModel
 
 ACTIVE = "ACTIVE"
@@ -125,6 +125,16 @@ class SentEvent(SQLModel, table=True):
     """A notice event HQ delivered to a country's topic, dated by HQ and by the broker."""
 
     __tablename__ = "tracker_sent"
+    __table_args__ = (
+        Index(
+            "ix_sent_waiting",
+            "country",
+            "broker_at",
+            postgresql_where=text("recorded_at IS NULL AND NOT rejected"),
+            sqlite_where=text("recorded_at IS NULL AND NOT rejected"),
+        ),
+        Index("ix_sent_position", "country", "partition", "offset"),
+    )
 
     country: str = Field(primary_key=True, max_length=2)
     notice_id: str = Field(primary_key=True, max_length=16)
@@ -136,12 +146,23 @@ class SentEvent(SQLModel, table=True):
     #: committed offset is the group's time lag, read here rather than interpolated.
     partition: int = -1
     offset: int = -1
+    # What became of it, kept here by the tracker as acks and answers arrive, so the report
+    # reads one table instead of joining a million acknowledgements (broker times).
+    received_at: datetime | None = _ts(nullable=True)
+    recorded_at: datetime | None = _ts(nullable=True)
+    rejected: bool = False
+    #: A later version of the notice was sent to the country.
+    superseded: bool = False
+    #: When the country first got any version of the notice, and first answered it.
+    first_at: datetime | None = _ts(nullable=True)
+    answered_at: datetime | None = _ts(nullable=True)
 
 
 class AckEvent(SQLModel, table=True):
     """An acknowledgement from a country, dated by the country and by the broker."""
 
     __tablename__ = "tracker_ack"
+    __table_args__ = (Index("ix_ack_broker_at", "broker_at"),)
 
     country: str = Field(primary_key=True, max_length=2)
     notice_id: str = Field(primary_key=True, max_length=32)

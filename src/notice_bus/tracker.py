@@ -21,6 +21,7 @@ from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from sqlalchemy import delete, func, insert, select
 
+from notice_bus import measures
 from notice_bus.adapter import group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
@@ -180,10 +181,17 @@ class Tracker:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported here.
                 log.error("tracker: cannot read %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
+        versions = {
+            (r["country"], r["notice_id"], r["version"])
+            for r in rows["notices"] + rows["acks"]
+            if r["notice_id"]
+        }
+        notices = {(r["country"], r["notice_id"]) for r in rows["notices"] + rows["responses"]}
         with transaction(self.engine) as conn:
             for kind, batch in rows.items():
                 if batch:
                     conn.execute(self._inserts[kind], batch)
+            measures.reconcile(conn, versions, notices)
 
     def _row(self, kind: str, country: str | None, r: Any) -> dict[str, Any]:
         data = self._codecs[kind].decode(r.value)
