@@ -30,11 +30,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
-from notice_bus.local_system import LocalSystem
+from notice_bus.errors import ConfigError, LocalSystemUnavailable
+from notice_bus.local_system import (
+    LocalSystem,
+    external_id,
+    notice_document,
+    withdrawal_document,
+)
 from notice_bus.model import NoticeEvent
 from notice_bus.sink import Health
-from notice_bus.validation import NOTICE_ID
 
 FORMATS = ("json",)
 _FILE_MODE = 0o644  # the batch job usually runs as another user: it must be able to read
@@ -53,10 +57,10 @@ class FileDrop(LocalSystem):
             raise ConfigError(f"file-drop inbox {self.inbox} {what}")
 
     def write(self, notices: Sequence[NoticeEvent]) -> None:
-        self._drop([(_file_name(e, "notice"), _notice_body(e)) for e in notices])
+        self._drop([(_file_name(e, "notice"), notice_document(e)) for e in notices])
 
     def withdraw(self, cancels: Sequence[NoticeEvent]) -> None:
-        self._drop([(_file_name(e, "withdrawal"), _withdrawal_body(e)) for e in cancels])
+        self._drop([(_file_name(e, "withdrawal"), withdrawal_document(e)) for e in cancels])
 
     def health(self) -> Health:
         try:
@@ -108,33 +112,7 @@ class FileDrop(LocalSystem):
 
 
 def _file_name(event: NoticeEvent, kind: str) -> str:
-    # Ids come validated from the adapter; checked again because they become paths.
-    if not NOTICE_ID.match(event.notice_id):
-        raise LocalSystemRejected(f"notice id {event.notice_id!r} cannot name a file")
-    return f"{event.notice_id.replace('/', '-')}.v{event.version}.{kind}.json"
-
-
-def _notice_body(event: NoticeEvent) -> dict[str, Any]:
-    if event.person is None:
-        raise LocalSystemRejected(f"notice {event.notice_id} v{event.version} has no person")
-    return {
-        **event.person.to_avro(),
-        "notice_id": event.notice_id,
-        "version": event.version,
-        "status": "ACTIVE",
-        "requesting_country": event.requesting_country,
-        "published_at": event.published_at.isoformat(),
-        "target_countries": list(event.target_countries),
-    }
-
-
-def _withdrawal_body(event: NoticeEvent) -> dict[str, Any]:
-    return {
-        "notice_id": event.notice_id,
-        "version": event.version,
-        "reason": event.reason,
-        "published_at": event.published_at.isoformat(),
-    }
+    return f"{external_id(event)}.v{event.version}.{kind}.json"
 
 
 def _encode(body: dict[str, Any]) -> bytes:

@@ -32,10 +32,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
-from notice_bus.local_system import LocalSystem
+from notice_bus.local_system import (
+    LocalSystem,
+    external_id,
+    notice_document,
+    withdrawal_document,
+)
 from notice_bus.model import NoticeEvent
 from notice_bus.sink import Health
-from notice_bus.validation import NOTICE_ID
 
 _RETRIABLE_STATUS = frozenset({408, 429})
 _BODY_EXCERPT = 500  # characters of a refusal's body kept in the error message
@@ -60,11 +64,11 @@ class RestApi(LocalSystem):
 
     def write(self, notices: Sequence[NoticeEvent]) -> None:
         for e in notices:
-            self._request("PUT", f"/notices/{_path_id(e)}", _notice_body(e))
+            self._request("PUT", f"/notices/{external_id(e)}", notice_document(e))
 
     def withdraw(self, cancels: Sequence[NoticeEvent]) -> None:
         for e in cancels:
-            self._request("PUT", f"/notices/{_path_id(e)}/withdrawal", _withdrawal_body(e))
+            self._request("PUT", f"/notices/{external_id(e)}/withdrawal", withdrawal_document(e))
 
     def health(self) -> Health:
         try:
@@ -96,36 +100,6 @@ class RestApi(LocalSystem):
             raise LocalSystemUnavailable(f"{method} {url}: {exc.reason}") from exc
         except (OSError, http.client.HTTPException) as exc:  # reset, timed out while reading
             raise LocalSystemUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
-
-
-def _path_id(event: NoticeEvent) -> str:
-    # Ids come validated from the adapter; checked again because they become URL paths.
-    if not NOTICE_ID.match(event.notice_id):
-        raise LocalSystemRejected(f"notice id {event.notice_id!r} cannot name a URL")
-    return event.notice_id.replace("/", "-")
-
-
-def _notice_body(event: NoticeEvent) -> dict[str, Any]:
-    if event.person is None:
-        raise LocalSystemRejected(f"notice {event.notice_id} v{event.version} has no person")
-    return {
-        **event.person.to_avro(),
-        "notice_id": event.notice_id,
-        "version": event.version,
-        "status": "ACTIVE",
-        "requesting_country": event.requesting_country,
-        "published_at": event.published_at.isoformat(),
-        "target_countries": list(event.target_countries),
-    }
-
-
-def _withdrawal_body(event: NoticeEvent) -> dict[str, Any]:
-    return {
-        "notice_id": event.notice_id,
-        "version": event.version,
-        "reason": event.reason,
-        "published_at": event.published_at.isoformat(),
-    }
 
 
 def _excerpt(exc: urllib.error.HTTPError) -> str:

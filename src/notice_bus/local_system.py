@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import tomllib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,10 @@ from typing import Any
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
 from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
-from notice_bus.errors import ConfigError
+from notice_bus.errors import ConfigError, LocalSystemRejected
 from notice_bus.model import Action, NoticeEvent, Reminder, Response
-from notice_bus.sink import BureauHooks, Health, PartitionBuffers, Sink
+from notice_bus.sink import BufferedSink, BureauHooks, Health, Sink
+from notice_bus.validation import NOTICE_ID
 
 ENTRY_POINT_GROUP = "notice_bus.local_systems"
 
@@ -70,7 +71,7 @@ _LEDGER = Table(
 )
 
 
-class LedgerSink(Sink):
+class LedgerSink(BufferedSink):
     """Makes any :class:`LocalSystem` idempotent and version-ordered.
 
     Per flush: drop every event not newer than the ledger's version (or for a withdrawn
@@ -81,6 +82,7 @@ class LedgerSink(Sink):
     """
 
     def __init__(self, system: LocalSystem, ledger_url: str) -> None:
+        super().__init__()
         self.system = system
         self.engine = make_engine(ledger_url)
         with translate_errors(ledger_url):
@@ -92,13 +94,6 @@ class LedgerSink(Sink):
             set_={"version": stmt.excluded.version, "action": stmt.excluded.action},
             where=_LEDGER.c.version < stmt.excluded.version,
         )
-        self._buffers = PartitionBuffers()
-
-    def add(self, event: NoticeEvent, partition: int) -> None:
-        self._buffers.add(event, partition)
-
-    def discard(self, partitions: Iterable[int]) -> None:
-        self._buffers.discard(partitions)
 
     def flush(self) -> None:
         events = self._buffers.pending()
@@ -149,6 +144,39 @@ class LedgerSink(Sink):
             if e.version > version and action != Action.CANCEL.value:
                 fresh.append(e)
         return fresh
+
+
+def external_id(event: NoticeEvent) -> str:
+    """The notice id as it may appear in a path or URL: ``2026/17`` -> ``2026-17``. Ids come
+    validated from the adapter; checked again because they become paths."""
+    if not NOTICE_ID.match(event.notice_id):
+        raise LocalSystemRejected(f"notice id {event.notice_id!r} cannot name a path")
+    return event.notice_id.replace("/", "-")
+
+
+def notice_document(event: NoticeEvent) -> dict[str, Any]:
+    """A notice version as the JSON document plug-ins hand to systems that take JSON."""
+    if event.person is None:
+        raise LocalSystemRejected(f"notice {event.notice_id} v{event.version} has no person")
+    return {
+        **event.person.to_avro(),
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "status": "ACTIVE",
+        "requesting_country": event.requesting_country,
+        "published_at": event.published_at.isoformat(),
+        "target_countries": list(event.target_countries),
+    }
+
+
+def withdrawal_document(event: NoticeEvent) -> dict[str, Any]:
+    """A cancel as the JSON document plug-ins hand to systems that take JSON."""
+    return {
+        "notice_id": event.notice_id,
+        "version": event.version,
+        "reason": event.reason,
+        "published_at": event.published_at.isoformat(),
+    }
 
 
 def load_system(name: str, options: Mapping[str, Any]) -> LocalSystem | Sink:

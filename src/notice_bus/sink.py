@@ -100,3 +100,17 @@ class PartitionBuffers:
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._by_partition.values())
+
+
+class BufferedSink(Sink):
+    """A sink whose ``add`` and ``discard`` keep :class:`PartitionBuffers`; subclasses write
+    ``self._buffers.pending()`` in ``flush`` and ``clear()`` them once it is durable."""
+
+    def __init__(self) -> None:
+        self._buffers = PartitionBuffers()
+
+    def add(self, event: NoticeEvent, partition: int) -> None:
+        self._buffers.add(event, partition)
+
+    def discard(self, partitions: Iterable[int]) -> None:
+        self._buffers.discard(partitions)

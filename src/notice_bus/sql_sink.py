@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ from sqlalchemy import and_, insert, select, text, update
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction, translate_errors
 from notice_bus.errors import NoticeBusError
 from notice_bus.model import Action, Answer, NoticeEvent, Reminder, Response, utcnow
-from notice_bus.sink import Health, PartitionBuffers, Sink
+from notice_bus.sink import BufferedSink, Health
 from notice_bus.tables import (
     ACTIVE,
     LOCAL_REMINDER,
@@ -32,7 +32,7 @@ _CANCEL_COLUMNS = (
 )
 
 
-class SqlSink(Sink):
+class SqlSink(BufferedSink):
     """Writes notices into the ``red_notice`` table, one upsert per batch.
 
     A row changes only when the incoming version is higher than the stored one, and an active
@@ -40,9 +40,9 @@ class SqlSink(Sink):
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__()
         self.engine = make_engine(database_url, LOCAL_TABLES)
         self._clock = clock
-        self._buffers = PartitionBuffers()
         insert = dialect_insert(self.engine)
         stmt = insert(_TABLE)
         newer = _TABLE.c.version < stmt.excluded.version
@@ -56,12 +56,6 @@ class SqlSink(Sink):
             set_={name: stmt.excluded[name] for name in _CANCEL_COLUMNS},
             where=newer,
         )
-
-    def add(self, event: NoticeEvent, partition: int) -> None:
-        self._buffers.add(event, partition)
-
-    def discard(self, partitions: Iterable[int]) -> None:
-        self._buffers.discard(partitions)
 
     def flush(self) -> None:
         events = self._buffers.pending()
