@@ -44,47 +44,16 @@ def fill(url: str) -> int:
             nid = f"2026/{n}"
             at = T0 + timedelta(seconds=n * 30)
             answered = at + timedelta(hours=1) if n % 10 == 0 else None
-            if ci % 50 == 7 and n > NOTICES - 100:  # outstanding
-                sent_rows.append(
-                    (
-                        cc,
-                        nid,
-                        1,
-                        "PUBLISH",
-                        at,
-                        at,
-                        n % 3,
-                        n // 3,
-                        None,
-                        None,
-                        False,
-                        False,
-                        at,
-                        answered,
-                    )
-                )
-                continue
+            waiting = ci % 50 == 7 and n > NOTICES - 100  # outstanding
             got = at + timedelta(seconds=rng.expovariate(1 / slow))
             done = got + timedelta(seconds=rng.expovariate(1 / slow))
             # The outcome columns as the tracker keeps them (measures.reconcile).
+            outcome = (None, None) if waiting else (got, done)
             sent_rows.append(
-                (
-                    cc,
-                    nid,
-                    1,
-                    "PUBLISH",
-                    at,
-                    at,
-                    n % 3,
-                    n // 3,
-                    got,
-                    done,
-                    False,
-                    False,
-                    at,
-                    answered,
-                )
+                (cc, nid, 1, "PUBLISH", at, at, n % 3, n // 3, *outcome, False, False, at, answered)
             )
+            if waiting:
+                continue
             ack_rows.append((cc, nid, 1, "RECEIVED", "", got, got, f"{cc}@bench"))
             ack_rows.append((cc, nid, 1, "RECORDED", "", done, done, f"{cc}@bench"))
     acks = len(ack_rows)
