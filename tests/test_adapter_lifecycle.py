@@ -163,3 +163,62 @@ def test_an_adapter_for_a_country_without_topics_says_so(
     init_topics(settings, [])
     with pytest.raises(ConfigError, match=r"notices\.ZZ does not exist.*topics init"):
         Adapter(settings, "ZZ", SqlSink(f"sqlite:///{tmp_path}/zz.db"))
+
+
+def test_local_answers_go_to_hq_and_reminders_reach_the_officers(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from kafka import KafkaProducer
+
+    from notice_bus.codec import AvroCodec, load_schema
+    from notice_bus.model import Overdue, Reminder, utcnow
+    from notice_bus.report import build_report
+    from notice_bus.schema_registry import KafkaSchemaStore
+    from notice_bus.tables import LOCAL_REMINDER, LOCAL_RESPONSE
+    from notice_bus.topics import TopicNames, kafka_config
+
+    bus = make_bus(["FR"])
+    url = f"sqlite:///{tmp_path}/fr.db"
+    bus.adapter("FR", url)
+    bus.hq.publish([draft("2026/91"), draft("2026/92")])
+    bus.pump(lambda: len(acks(bus, "RECORDED")) == 2)
+    local = sa.create_engine(url)
+    with local.begin() as conn:  # an officer answers in the bureau's own system
+        conn.execute(sa.insert(LOCAL_RESPONSE).values(
+            notice_id="2026/91", answer="LOCATED", text="seen in Lyon", responder="officer-7",
+            answered_at=utcnow()))  # fmt: skip
+
+    def answered() -> bool:
+        return [r.answered for r in build_report(bus.tracker.engine, bus.settings)] == [1]
+
+    bus.pump(answered)
+    with local.connect() as conn:
+        assert conn.execute(sa.select(LOCAL_RESPONSE.c.sent_at)).scalar() is not None
+
+    now = utcnow()
+    reminder = Reminder(
+        "FR",
+        "2026/92",
+        1,
+        Overdue.NOT_ANSWERED,
+        now - timedelta(hours=1),
+        now,
+        "Notice 2026/92 v1 was not answered within 12 h",
+    )
+    codec = AvroCodec(load_schema("reminder"), KafkaSchemaStore(bus.settings))
+    producer = KafkaProducer(**kafka_config(bus.settings, "test-hq"))
+    producer.send(
+        TopicNames(bus.settings.topic_prefix).reminders("FR"),
+        key=b"2026/92",
+        value=codec.encode(reminder.to_avro()),
+    ).get(30)
+    producer.close()
+
+    def surfaced() -> list[str]:
+        with local.connect() as conn:
+            return [r.text for r in conn.execute(sa.select(LOCAL_REMINDER))]
+
+    bus.pump(lambda: surfaced() == [reminder.text])
+    local.dispose()

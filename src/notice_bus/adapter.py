@@ -146,6 +146,7 @@ class Adapter:
                 f" `notice-bus topics init --countries {country}` first"
             )
         self._topic = topic
+        self._consumer.partitions_for_topic(self._channel.reminders_topic)  # same reason
         self._consumer.subscribe([topic, self._channel.reminders_topic], listener=_Rebalance(self))
 
     # --- running ----------------------------------------------------------------------------
