@@ -20,6 +20,18 @@ from tests.factories import notice_json
 from tests.test_validation import INTERPOL_DETAIL
 
 pytestmark = pytest.mark.kafka
+#: The report's JSON keys agreed in the walking-skeleton issue.
+REPORT_KEYS = {
+    "country",
+    "sent",
+    "recorded",
+    "outstanding",
+    "p50_lag_s",
+    "p95_lag_s",
+    "max_lag_s",
+    "oldest_outstanding_s",
+    "status",
+}
 
 
 @pytest.fixture
@@ -112,18 +124,7 @@ def test_report_json_has_the_agreed_keys(
     capsys.readouterr()
     assert main(["report", "--format", "json"]) == 0
     rows = {r["country"]: r for r in json.loads(capsys.readouterr().out)}
-    keys = {
-        "country",
-        "sent",
-        "recorded",
-        "outstanding",
-        "p50_lag_s",
-        "p95_lag_s",
-        "max_lag_s",
-        "oldest_outstanding_s",
-        "status",
-    }
-    assert keys <= set(rows["FR"])
+    assert set(rows["FR"]) >= REPORT_KEYS
     assert (rows["FR"]["recorded"], rows["FR"]["status"]) == (1, "OK")
     assert (rows["TH"]["outstanding"], rows["TH"]["status"]) == (1, "NEVER_CONNECTED")
     assert main(["report"]) == 0

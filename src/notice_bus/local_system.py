@@ -14,7 +14,6 @@ built-in ones are ``sql``, ``legacy-postgres``, ``rest`` and ``file-drop``) or a
 from __future__ import annotations
 
 import importlib
-import tomllib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
@@ -26,6 +25,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
 from notice_bus.errors import ConfigError, LocalSystemRejected
 from notice_bus.model import Action, NoticeEvent, Reminder, Response
+from notice_bus.settings import read_toml
 from notice_bus.sink import BufferedSink, BureauHooks, Health, Sink
 from notice_bus.validation import NOTICE_ID
 
@@ -204,12 +204,7 @@ def load_system(name: str, options: Mapping[str, Any]) -> LocalSystem | Sink:
 
 
 def read_system_config(path: str | Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ConfigError(f"plug-in config {path} does not exist") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"plug-in config {path} is not valid TOML: {exc}") from exc
+    return read_toml(path, "plug-in config")
 
 
 def as_sink(system: LocalSystem | Sink, ledger_url: str) -> Sink:

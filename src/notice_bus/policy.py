@@ -12,12 +12,11 @@ overrides come from the TOML file named by ``policy_file``::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from notice_bus.errors import ConfigError
-from notice_bus.settings import Settings
+from notice_bus.settings import Settings, read_toml
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +39,7 @@ class Policy:
         if not settings.policy_file:
             return cls(default)
         path = Path(settings.policy_file)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"policy file {path} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"policy file {path} is not valid TOML: {exc}") from exc
+        data = read_toml(path, "policy file")
         countries = {}
         for cc, values in data.get("countries", {}).items():
             unknown = set(values) - {"record_within_s", "answer_within_s"}

@@ -93,13 +93,18 @@ class Settings:
         return cls(**_coerce(values, source=str(path) if path else "environment"))
 
 
-def _read_file(path: Path) -> dict[str, Any]:
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents; a missing or malformed file is a ConfigError naming ``what``."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {path} does not exist") from exc
+        raise ConfigError(f"{what} {path} does not exist") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    data = read_toml(path, "config file")
     # Accept both a flat file and one whose keys sit under [notice-bus].
     section = data.get("notice-bus", data)
     if not isinstance(section, dict):
