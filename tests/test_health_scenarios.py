@@ -62,10 +62,12 @@ def runner() -> Iterator[Runner]:
     r.stop_all()
 
 
-def until(check: Callable[[], bool], timeout_s: float = 60) -> None:
+def until(
+    check: Callable[[], bool], timeout_s: float = 60, show: Callable[[], object] = str
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
-        assert time.monotonic() < deadline, "not reached in time"
+        assert time.monotonic() < deadline, f"not reached in time: {show()}"
         time.sleep(0.3)
 
 
@@ -107,6 +109,9 @@ def test_each_kind_of_trouble_is_told_apart(
     def report() -> dict[str, CountryReport]:
         return {r.country: r for r in build_report(engine, s)}
 
+    def state() -> object:
+        return {c: (r.recorded, r.status.value) for c, r in report().items()}
+
     with HQ(s) as hq:
         hq.publish([draft(f"2026/{n}", targets=busy) for n in range(1, 6)])
         until(
@@ -133,7 +138,7 @@ def test_each_kind_of_trouble_is_told_apart(
             == [Status.LAGGING, Status.STALLED, Status.DOWN, Status.NEVER_CONNECTED]
         )
 
-    until(settled, 60)
+    until(settled, 60, show=state)
     r = report()
     assert r["FR"].status is Status.OK and r["FR"].p95_lag_s is not None
     assert r["FR"].p95_lag_s < 4 and r["FR"].answered == 1

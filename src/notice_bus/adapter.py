@@ -167,7 +167,10 @@ class Adapter:
         if self._held is not None:
             return self._step_held()
         self._channel.relay_responses(self.sink)
-        polled = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        # Until the group has given us partitions, poll long: kafka-python drives the join's
+        # round trips only inside poll, and short polls on a busy machine can starve it.
+        wait_ms = self.settings.poll_timeout_ms if self._consumer.assignment() else 2000
+        polled = self._consumer.poll(timeout_ms=wait_ms)
         batch = _Batch([r for part in polled.values() for r in part])
         if not batch.records:
             return 0
