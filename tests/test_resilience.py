@@ -6,6 +6,7 @@ a PostgreSQL connection cut for 30 s, an HQ process killed between its commit an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -85,6 +86,16 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"{what}: not reached within {timeout_s}s")
 
 
+@contextlib.contextmanager
+def show_on_failure(log: Path) -> Iterator[None]:
+    """Adds the adapters' own output to a failure, which is where its cause is."""
+    try:
+        yield
+    except AssertionError as exc:
+        tail = log.read_text(errors="replace")[-6000:] if log.exists() else "(no log)"
+        raise AssertionError(f"{exc}\n--- {log.name} (end) ---\n{tail}") from exc
+
+
 def assert_exact(settings: Settings, country: str, url: str, timeout_s: float = 120) -> None:
     """The local copy equals HQ's state, content included, and every final version has
     exactly one RECORDED acknowledgement at the tracker."""
@@ -98,13 +109,17 @@ def assert_exact(settings: Settings, country: str, url: str, timeout_s: float = 
 def test_adapter_killed_at_random_moments(
     settings: Settings, new_postgres_db: Callable[[], str], tracker: Tracker, tmp_path: Path
 ) -> None:
+    log = tmp_path / "adapter.log"
+    with show_on_failure(log):
+        killed_at_random_moments(settings, new_postgres_db(), log)
+
+
+def killed_at_random_moments(settings: Settings, url: str, log: Path) -> None:
     init_topics(settings, ["FR"])
-    url = new_postgres_db()
     work = Workload(settings, notices=1300, updates=550, cancels=200, rounds=25, pause_s=1.0)
     work.start()
     rng = random.Random(5)
     kills = 0
-    log = tmp_path / "adapter.log"
     while kills < 10 or work.is_alive():
         proc = adapter_process(settings, "FR", url, "--instance-id", "FR-1", log=log)
         time.sleep(rng.uniform(1.5, 4.0))
@@ -128,9 +143,13 @@ def test_adapter_killed_at_random_moments(
 def test_two_instances_one_killed(
     settings: Settings, new_postgres_db: Callable[[], str], tracker: Tracker, tmp_path: Path
 ) -> None:
-    init_topics(settings, ["FR"])  # 3 partitions: both instances get work
-    url = new_postgres_db()
     log = tmp_path / "adapters.log"
+    with show_on_failure(log):
+        two_instances_one_killed(settings, new_postgres_db(), log)
+
+
+def two_instances_one_killed(settings: Settings, url: str, log: Path) -> None:
+    init_topics(settings, ["FR"])  # 3 partitions: both instances get work
     a = adapter_process(settings, "FR", url, log=log)
     b = adapter_process(settings, "FR", url, log=log)
     work = Workload(settings, notices=400, updates=150, cancels=50, rounds=10, pause_s=0.8)

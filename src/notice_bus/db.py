@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Engine, MetaData, Table, create_engine, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -47,9 +47,27 @@ def make_engine(url: str, tables: Sequence[Any] = ()) -> Engine:
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"bad database URL {redact(url)}: {exc}") from exc
     if tables:
-        with translate_errors(url):
-            SQLModel.metadata.create_all(engine, tables=[t for t in tables if isinstance(t, Table)])
+        create_tables(engine, SQLModel.metadata, [t for t in tables if isinstance(t, Table)])
     return engine
+
+
+# Any fixed number: the advisory lock that makes concurrent creators of our tables take turns.
+_DDL_LOCK = 0x6E6F74696365
+
+
+def create_tables(
+    engine: Engine, metadata: MetaData, tables: Sequence[Table] | None = None
+) -> None:
+    """Create the missing ``tables`` (all of ``metadata``'s when None).
+
+    Two instances of one country started together would otherwise both see a table missing and
+    both create it, and PostgreSQL refuses the second CREATE with a duplicate-key error. DDL is
+    transactional there, so a transaction-scoped advisory lock serializes them.
+    """
+    with transaction(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+        metadata.create_all(conn, tables=tables)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -22,7 +22,13 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, select
 
-from notice_bus.db import dialect_insert, make_engine, transaction, translate_errors
+from notice_bus.db import (
+    create_tables,
+    dialect_insert,
+    make_engine,
+    transaction,
+    translate_errors,
+)
 from notice_bus.errors import ConfigError, LocalSystemRejected
 from notice_bus.model import Action, NoticeEvent, Reminder, Response
 from notice_bus.settings import read_toml
@@ -85,8 +91,7 @@ class LedgerSink(BufferedSink):
         super().__init__()
         self.system = system
         self.engine = make_engine(ledger_url)
-        with translate_errors(ledger_url):
-            _LEDGER_META.create_all(self.engine)
+        create_tables(self.engine, _LEDGER_META)
         insert = dialect_insert(self.engine)
         stmt = insert(_LEDGER)
         self._record = stmt.on_conflict_do_update(
