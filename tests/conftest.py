@@ -120,7 +120,7 @@ class Bus:
         self._closers: list[Callable[[], Any]] = [self.hq.close, self.tracker.close]
 
     def adapter(self, country: str, database_url: str, **kw: Any) -> Adapter:
-        adapter = Adapter(self.settings, country, SqlSink(database_url), **kw)
+        adapter = Adapter(self.settings, {country: SqlSink(database_url)}, **kw)
         self.adapters[country] = adapter
         self._closers.append(adapter.close)
         return adapter

@@ -52,7 +52,7 @@ def test_a_notice_the_local_system_refuses_is_dead_lettered_and_the_rest_recorde
     bus = make_bus(["FR"])
     with RefusingApi() as api:
         sink = LedgerSink(RestApi(base_url=api.url), f"sqlite:///{tmp_path}/ledger.db")
-        adapter = Adapter(bus.settings, "FR", sink)
+        adapter = Adapter(bus.settings, {"FR": sink})
         bus.adapters["FR"] = adapter
         bus._closers.append(adapter.close)
         bus.hq.publish([draft(f"2026/{n}") for n in range(10, 16)])  # one batch, 13 refused
@@ -147,7 +147,7 @@ def test_a_bureau_rebuilds_its_local_copy_from_the_topic(
     bus.adapters.pop("FR").close()
     # The database is lost; a new one is filled from the compacted topic, same group.
     rebuilt = new_postgres_db()
-    adapter = Adapter(bus.settings, "FR", SqlSink(rebuilt), from_beginning=True)
+    adapter = Adapter(bus.settings, {"FR": SqlSink(rebuilt)}, from_beginning=True)
     bus.adapters["FR"] = adapter
     bus._closers.append(adapter.close)
     bus.pump(lambda: local_state(rebuilt) == local_state(first))
@@ -162,7 +162,7 @@ def test_an_adapter_for_a_country_without_topics_says_so(
 
     init_topics(settings, [])
     with pytest.raises(ConfigError, match=r"notices\.ZZ does not exist.*topics init"):
-        Adapter(settings, "ZZ", SqlSink(f"sqlite:///{tmp_path}/zz.db"))
+        Adapter(settings, {"ZZ": SqlSink(f"sqlite:///{tmp_path}/zz.db")})
 
 
 def test_local_answers_go_to_hq_and_reminders_reach_the_officers(

@@ -87,7 +87,7 @@ def test_each_kind_of_trouble_is_told_apart(
     metrics = AdapterMetrics()
 
     def adapter(cc: str, sink: object, conf: Settings = s, **kw: object) -> None:
-        a = Adapter(conf, cc, sink, metrics=metrics, **kw)  # type: ignore[arg-type]
+        a = Adapter(conf, {cc: sink}, metrics=metrics, **kw)  # type: ignore[arg-type]
         runner.start(cc, a.run)
 
     pg = sa.make_url(new_postgres_db())

@@ -257,7 +257,7 @@ def test_end_to_end_into_a_drop_folder(
     make_bus: Callable[..., Bus], inbox: Path, tmp_path: Path
 ) -> None:
     bus = make_bus(["FR"])
-    adapter = Adapter(bus.settings, "FR", ledger(inbox, tmp_path))
+    adapter = Adapter(bus.settings, {"FR": ledger(inbox, tmp_path)})
     bus.adapters["FR"] = adapter
     try:
         bus.hq.publish([draft("2026/1"), draft("2026/2", name="สมชาย"), draft("2026/3")])

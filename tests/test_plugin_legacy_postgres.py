@@ -256,7 +256,7 @@ def test_end_to_end_over_kafka_into_the_legacy_schema(
     sink = LedgerSink(
         LegacyPostgres(database_url=legacy_db), ledger_url=f"sqlite:///{tmp_path}/ledger.db"
     )
-    adapter = Adapter(bus.settings, "FR", sink)
+    adapter = Adapter(bus.settings, {"FR": sink})
     bus.adapters["FR"] = adapter
     try:
         bus.hq.publish(

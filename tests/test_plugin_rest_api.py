@@ -303,7 +303,7 @@ def test_end_to_end_into_a_flaky_api(make_bus: Callable[..., Bus], tmp_path: Pat
             RestApi(base_url=api.url, token=TOKEN, timeout_s=2.0),
             ledger_url=f"sqlite:///{tmp_path}/ledger.db",
         )
-        adapter = Adapter(bus.settings, "FR", sink)
+        adapter = Adapter(bus.settings, {"FR": sink})
         bus.adapters["FR"] = adapter
         bus._closers.append(adapter.close)
 

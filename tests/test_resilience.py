@@ -186,7 +186,7 @@ def test_hq_killed_between_commit_and_send(
     url = f"sqlite:///{tmp_path}/fr.db"
     with HQ(settings) as hq:
         assert hq.pending() == 5  # committed, never sent
-        adapter = Adapter(settings, "FR", SqlSink(url))
+        adapter = Adapter(settings, {"FR": SqlSink(url)})
         try:
             assert hq.relay() == 5  # any later HQ call sends them
             assert hq.relay() == 0
@@ -209,8 +209,8 @@ def test_database_unreachable_for_30_seconds(
     fr_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
     th_url = f"sqlite:///{tmp_path}/th.db"
     stop = threading.Event()
-    fr = Adapter(settings.with_(retry_attempts=2), "FR", SqlSink(fr_url))
-    th = Adapter(settings, "TH", SqlSink(th_url))
+    fr = Adapter(settings.with_(retry_attempts=2), {"FR": SqlSink(fr_url)})
+    th = Adapter(settings, {"TH": SqlSink(th_url)})
     threads = [threading.Thread(target=a.run, args=(stop,), daemon=True) for a in (fr, th)]
     for t in threads:
         t.start()
@@ -261,7 +261,7 @@ def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path) -> None:
     threads: list[threading.Thread] = []
     try:
         init_topics(settings, ["FR"])
-        runners = [Adapter(settings, "FR", SqlSink(url)), Tracker(settings)]
+        runners = [Adapter(settings, {"FR": SqlSink(url)}), Tracker(settings)]
         threads = [threading.Thread(target=r.run, args=(stop,), daemon=True) for r in runners]
         for t in threads:
             t.start()

@@ -21,7 +21,7 @@ log = logging.getLogger("notice_bus.adapter")
 class Acknowledger:
     """Sends acknowledgements and dead letters for one country; ``confirm`` waits for them.
 
-    Sending returns a future; nothing counts as said until :meth:`confirm` returns, and the
+    Sending returns a future; nothing counts as said until :func:`confirm` returns, and the
     adapter commits offsets only after that.
     """
 
@@ -85,15 +85,6 @@ class Acknowledger:
         )
         return [parked, self._send(ack)]
 
-    def confirm(self, futures: Sequence[Any]) -> None:
-        """Wait until the broker has every acknowledgement and dead letter."""
-        try:
-            self._producer.flush(timeout=30)
-            for future in futures:
-                future.get(timeout=30)
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
-
     def _send(self, ack: Ack) -> Any:
         try:
             return self._producer.send(
@@ -103,3 +94,13 @@ class Acknowledger:
             )
         except KafkaError as exc:  # send() itself fails when the broker is gone for long
             raise BrokerUnavailable(f"acknowledgement not sent: {exc}") from exc
+
+
+def confirm(producer: Any, futures: Sequence[Any]) -> None:
+    """Wait until the broker has every acknowledgement and dead letter of ``futures``."""
+    try:
+        producer.flush(timeout=30)
+        for future in futures:
+            future.get(timeout=30)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc

@@ -116,12 +116,10 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.errors import ConfigError
     from notice_bus.local_system import as_sink, load_system, read_system_config
     from notice_bus.metrics import AdapterMetrics, serve
+    from notice_bus.sink import Sink
     from notice_bus.topics import parse_countries
 
     countries = parse_countries(args.country)
-    if len(countries) != 1:
-        raise ConfigError("--country takes one country code")
-    [country] = countries
     if args.batch_size:
         settings = settings.with_(batch_size=args.batch_size)
     if args.database_url:
@@ -130,16 +128,33 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
         options = read_system_config(args.system_config)
     else:
         raise ConfigError("give --database-url, or --system with --system-config")
+    if len(countries) > 1 and not any("{country}" in str(v) for v in options.values()):
+        raise ConfigError(
+            "several countries need a local system each: put {country} in --database-url"
+            " (e.g. sqlite:///.notice-bus/{country}.db) or in the plug-in's options"
+        )
     name = args.system or "sql"
-    ledger = args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{country}.db"
-    sink = as_sink(load_system(name, options), ledger)
+
+    def sink(country: str) -> Sink:
+        mine = {
+            k: v.replace("{country}", country) if isinstance(v, str) else v
+            for k, v in options.items()
+        }
+        ledger = (args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{{country}}.db").replace(
+            "{country}", country
+        )
+        return as_sink(load_system(name, mine), ledger)
+
     metrics = AdapterMetrics()
     if args.metrics_port is not None:
         serve(metrics.registry, args.metrics_port, args.metrics_host)
+    # kafka-python's network threads wake at every send; with Python's default 5 ms switch
+    # interval, the thread that sends then waits for the GIL behind them (a convoy).
+    sys.setswitchinterval(0.0005)
     adapter = Adapter(
         settings,
-        country,
-        sink,
+        {country: sink(country) for country in countries},
+        hub=args.hub,
         from_beginning=args.from_beginning,
         instance_id=args.instance_id,
         metrics=metrics,
@@ -275,10 +290,15 @@ def _parser() -> argparse.ArgumentParser:
     command("relay", _cmd_relay, "send what HQ's outbox still holds")
 
     c = command("adapter", _cmd_adapter, "run a country's adapter into its local system")
-    c.add_argument("--country", required=True)
+    c.add_argument(
+        "--country",
+        required=True,
+        help="a country code, or several (FR,BE,LU) to run their adapters in one process",
+    )
     c.add_argument(
         "--database-url",
-        help="our own table in this database: postgresql://user:pw@host/db or sqlite:///fr.db",
+        help="our own table in this database: postgresql://user:pw@host/db or sqlite:///fr.db;"
+        " {country} in it stands for each country's code",
     )
     c.add_argument(
         "--system",
@@ -287,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--system-config", help="TOML file of the plug-in's options")
     c.add_argument(
         "--ledger-url",
-        help="where a plug-in's version ledger lives (default .notice-bus/ledger-CC.db)",
+        help="where a plug-in's version ledger lives (default .notice-bus/ledger-{country}.db)",
     )
     c.add_argument(
         "--from-beginning",
@@ -297,6 +317,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--instance-id",
         help="a stable name for this instance (static group membership: fast restarts)",
+    )
+    c.add_argument(
+        "--hub",
+        help="name of the consumer group of several countries (default: from the countries)",
     )
     c.add_argument("--batch-size", type=int)
     c.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")

@@ -86,7 +86,7 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
             conf = settings
             if cc == SLOW:
                 sink, conf = SlowSink(sink, delay=1.0), settings.with_(batch_size=5)
-            threads.append(_start(Adapter(conf, cc, sink).run, stop, f"adapter-{cc}"))
+            threads.append(_start(Adapter(conf, {cc: sink}).run, stop, f"adapter-{cc}"))
         _say(
             f"adapters running for {len(COUNTRIES) - 1} countries"
             f" ({SLOW} deliberately slow, {ABSENT} never started)"

@@ -98,10 +98,13 @@ after that offset, or None if none is known."""
 class GroupProbe:
     """Samples the consumer groups of many countries in a few admin requests."""
 
-    def __init__(self, settings: Settings, group_of: Callable[[str], str]) -> None:
+    def __init__(
+        self, settings: Settings, group_of: Callable[[str], str], hub_prefix: str = ""
+    ) -> None:
         self._settings = settings
         self._names = TopicNames(settings.topic_prefix)
         self._group_of = group_of
+        self._hub_prefix = hub_prefix  # groups of adapters serving several countries
         self._admin: Any = None
         self._partitions: dict[str, list[int]] = {}
 
@@ -116,6 +119,12 @@ class GroupProbe:
         except KafkaError as exc:
             self.close()  # a fresh client next time
             raise BrokerUnavailable(f"sampling consumer groups: {exc}") from exc
+
+    def _hubs(self, admin: Any) -> list[str]:
+        if not self._hub_prefix:
+            return []
+        names = (str(g.get("group_id", "")) for g in admin.list_groups())
+        return sorted(n for n in names if n.startswith(self._hub_prefix))
 
     def close(self) -> None:
         if self._admin is not None:
@@ -145,6 +154,30 @@ class GroupProbe:
         groups = {cc: self._group_of(cc) for cc in countries}
         committed = admin.list_group_offsets({groups[cc]: tps[cc] for cc in countries})
         described = admin.describe_groups(list(groups.values()))
+        hubs = self._hubs(admin)
+        if hubs:
+            committed.update(admin.list_group_offsets(dict.fromkeys(hubs)))
+            described.update(admin.describe_groups(hubs))
+
+        def members(group: str) -> int:
+            return len(described.get(group, {}).get("members") or [])
+
+        for cc in countries:
+            # A country served by a hub: the hub's group that has committed its offsets,
+            # preferring a live one, then the one furthest on.
+            serving = [g for g in hubs if any(tp in committed.get(g, {}) for tp in tps[cc])]
+            if serving:
+                groups[cc] = max(
+                    [groups[cc], *serving],
+                    key=lambda g: (
+                        members(g) > 0,
+                        sum(
+                            committed.get(g, {})[tp].offset
+                            for tp in tps[cc]
+                            if tp in committed.get(g, {})
+                        ),
+                    ),
+                )
         out = {}
         for cc in countries:
             offsets = committed.get(groups[cc], {})
@@ -163,7 +196,7 @@ class GroupProbe:
                 at=now,
                 end_offset=end_total,
                 committed=done_total if ever else None,
-                members=len(described.get(groups[cc], {}).get("members") or []),
+                members=members(groups[cc]),
                 time_lag_s=(now - min(times)).total_seconds() if times else None,
             )
         return out

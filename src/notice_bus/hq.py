@@ -19,7 +19,7 @@ from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
@@ -35,9 +35,8 @@ from notice_bus.tables import (
     OUTBOX,
     WITHDRAWN,
     HQNotice,
-    OutboxRecord,
 )
-from notice_bus.topics import TopicNames, kafka_config, registered_countries
+from notice_bus.topics import TopicNames, admin_client, kafka_config, registered_countries
 from notice_bus.validation import Draft, check_notice_id, parse_draft
 
 log = logging.getLogger("notice_bus.hq")
@@ -88,12 +87,13 @@ class HQ:
         store = schemas if schemas is not None else KafkaSchemaStore(settings)
         self._codec = AvroCodec(load_schema("notice_event"), store)
         self._producer: Any = None
+        self._admin: Any = None
 
     def publish(self, drafts: Iterable[Draft], *, relay: bool = True) -> list[NoticeEvent]:
         """Publish new notices and update existing ones. A draft identical to the current
         version of its notice is skipped. Nothing is written unless every draft is acceptable."""
         drafts = list(drafts)
-        countries = registered_countries(self.settings)
+        countries = self._countries()
         for d in drafts:
             unknown = sorted(set(d.target_countries) - set(countries))
             if unknown:
@@ -164,7 +164,7 @@ class HQ:
             current.version, current.status = event.version, WITHDRAWN
             current.updated_at = event.published_at
             session.add(current)
-            targets = current.target_countries or registered_countries(self.settings)
+            targets = current.target_countries or self._countries()
             self._enqueue(session, event, targets)
         if relay:
             self.relay()
@@ -173,7 +173,7 @@ class HQ:
     def bootstrap(self, country: str, *, relay: bool = True) -> int:
         """Send ``country`` (which joined late) the current version of every active notice
         meant for it; cancelled notices are not sent. Returns how many were queued."""
-        if country not in registered_countries(self.settings):
+        if country not in self._countries():
             raise HQStateError(f"{country} has no topic; run `notice-bus topics init` first")
         queued = 0
         with self._session() as session:
@@ -230,6 +230,8 @@ class HQ:
             return len(conn.execute(select(_OUTBOX.c.id).where(_OUTBOX.c.sent_at.is_(None))).all())
 
     def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
         if self._producer is not None:
             self._producer.close(timeout=10)
         self.engine.dispose()
@@ -250,17 +252,31 @@ class HQ:
         ):
             yield session
 
+    def _countries(self) -> list[str]:
+        """Registered countries, asked of the broker every time (a country registered a
+        second ago gets the next broadcast) over one admin connection kept open."""
+        if self._admin is None:
+            self._admin = admin_client(self.settings)
+        try:
+            return registered_countries(self.settings, self._admin)
+        except BrokerUnavailable:
+            self._admin.close()
+            self._admin = None  # a fresh connection next time
+            raise
+
     def _enqueue(self, session: Session, event: NoticeEvent, countries: Sequence[str]) -> None:
         payload = self._codec.encode(event.to_avro())
-        for cc in countries:
-            session.add(
-                OutboxRecord(
-                    topic=self._names.notices(cc),
-                    key=event.notice_id,
-                    payload=payload,
-                    created_at=event.published_at,
-                )
-            )
+        # One multi-row insert: a broadcast is ~200 rows, too many for ORM objects at 2/s.
+        rows = [
+            {
+                "topic": self._names.notices(cc),
+                "key": event.notice_id,
+                "payload": payload,
+                "created_at": event.published_at,
+            }
+            for cc in countries
+        ]
+        session.execute(insert(_OUTBOX), rows)
 
     def _send(self, rows: Sequence[Any]) -> None:
         try:

@@ -149,15 +149,16 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
         admin.close()
 
 
-def registered_countries(settings: Settings) -> list[str]:
-    """Countries whose notices topic exists."""
+def registered_countries(settings: Settings, admin: Any = None) -> list[str]:
+    """Countries whose notices topic exists. ``admin``: a client to reuse (left open)."""
     names = TopicNames(settings.topic_prefix)
-    admin = admin_client(settings)
+    client = admin if admin is not None else admin_client(settings)
     try:
-        topics = admin.list_topics()
+        topics = client.list_topics()
     except KafkaError as exc:
         raise BrokerUnavailable(f"listing topics failed: {exc}") from exc
     finally:
-        admin.close()
+        if admin is None:
+            client.close()
     pattern = re.compile(names.pattern("notices"))
     return sorted(c for t in topics if pattern.match(t) and (c := names.country_of(t)))

@@ -22,7 +22,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import delete, func, insert, select
 
 from notice_bus import measures
-from notice_bus.adapter import group_id
+from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
 from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError, TransientError
@@ -68,7 +68,9 @@ class Tracker:
             "acks": ins(ACK).on_conflict_do_nothing(),
             "responses": ins(RESPONSE).on_conflict_do_nothing(),
         }
-        self._probe = GroupProbe(settings, lambda cc: group_id(settings, cc))
+        self._probe = GroupProbe(
+            settings, lambda cc: group_id(settings, cc), hub_group_id(settings, "")
+        )
         self._next_sample = 0.0
         try:
             self._consumer = KafkaConsumer(

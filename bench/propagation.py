@@ -1,0 +1,302 @@
+"""Propagation latency: HQ's publish call -> the RECORDED acknowledgement back at HQ.
+
+One run = a fresh set of topics for N countries, a host process running the N adapters
+(`notice-bus adapter --country A,B,...`) into SQLite files or PostgreSQL databases, and HQ
+publishing notices addressed to every country at a steady rate. A notice's latency in a
+country is the broker's append time of that country's RECORDED acknowledgement (acks topics
+are LogAppendTime: the time it reached HQ's Kafka) minus the wall-clock time just before
+HQ's ``publish`` call (same machine, same clock). HQ's outbox, the broker, the adapter's
+decode/validate/write/acknowledge/commit and the acknowledgement's trip are all inside it.
+
+The baseline, in the same run and on the same broker: bare kafka-python, one producer sending
+a notice-sized payload to the same number of countries' topics (a topic layout identical to
+ours, under another prefix), one consumer reading them all and producing a small reply to each
+country's acks topic, timed the same way. It is the floor this machine and client allow.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bench.common import say
+from notice_bus.codec import AvroCodec, load_schema
+from notice_bus.generate import make_drafts
+from notice_bus.hq import HQ
+from notice_bus.model import AckStatus
+from notice_bus.schema_registry import KafkaSchemaStore
+from notice_bus.settings import Settings
+from notice_bus.topics import TopicNames, init_topics, kafka_config
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank quantile (no interpolation: every figure is a measured latency)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50": quantile(values, 0.50),
+        "p95": quantile(values, 0.95),
+        "p99": quantile(values, 0.99),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+@dataclass
+class Latencies:
+    """Seconds per (country, notice), with the overall and the worst country's summaries;
+    ``hq`` (publish call -> notice on the broker) and ``adapter`` (notice on the broker ->
+    RECORDED on the broker) are its two parts."""
+
+    by_country: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    hq: list[float] = field(default_factory=list)
+    adapter: list[float] = field(default_factory=list)
+
+    def overall(self) -> dict[str, float]:
+        return summary([v for vs in self.by_country.values() for v in vs])
+
+    def worst(self) -> tuple[str, dict[str, float]]:
+        cc = max(self.by_country, key=lambda c: quantile(self.by_country[c], 0.99))
+        return cc, summary(self.by_country[cc])
+
+
+class AckWatch:
+    """Reads every acks topic of a prefix and keeps the broker time of each RECORDED ack
+    (or of every reply, for the raw baseline): {(country, notice_id): seconds}. It reads the
+    notices topics too, for the time each notice reached the broker (``arrived``), which
+    splits a latency into HQ's part and the adapter's."""
+
+    def __init__(self, settings: Settings, countries: Sequence[str], decode: bool) -> None:
+        names = TopicNames(settings.topic_prefix)
+        self._topics = {names.acks(c): c for c in countries}
+        self._notices = {names.notices(c): c for c in countries}
+        self.arrived: dict[tuple[str, str], float] = {}
+        self._codec = AvroCodec(load_schema("ack"), KafkaSchemaStore(settings)) if decode else None
+        self.seen: dict[tuple[str, str], float] = {}
+        self._consumer = KafkaConsumer(
+            **kafka_config(settings, "bench-acks"), enable_auto_commit=False
+        )
+        topics = [*self._topics, *self._notices]
+        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        self._consumer.assign(tps)
+        self._consumer.seek_to_end()
+        for tp in tps:  # resolve the positions now, before anything is published
+            self._consumer.position(tp)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for records in self._consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    if r.topic in self._notices:
+                        key = (self._notices[r.topic], r.key.decode())
+                        self.arrived.setdefault(key, r.timestamp / 1000)
+                        continue
+                    key = (self._topics[r.topic], r.key.decode())
+                    if self._codec is not None:
+                        ack = self._codec.decode(r.value)
+                        if ack["status"] != AckStatus.RECORDED.value:
+                            continue
+                    self.seen.setdefault(key, r.timestamp / 1000)
+
+    def wait_for(self, keys: set[tuple[str, str]], timeout_s: float) -> set[tuple[str, str]]:
+        """Waits until every key is seen; returns the ones still missing."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not keys <= self.seen.keys():
+            time.sleep(0.2)
+        return keys - self.seen.keys()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
+
+
+def paced(count: int, rate: float) -> Iterator[int]:
+    """0..count-1, the i-th no earlier than i/rate seconds after the first."""
+    start = time.monotonic()
+    for i in range(count):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        yield i
+
+
+def latencies(sent: dict[str, float], watch: AckWatch, countries: Sequence[str]) -> Latencies:
+    out = Latencies()
+    for cc in countries:
+        for nid, at in sent.items():
+            done = watch.seen.get((cc, nid))
+            if done is None:
+                continue
+            out.by_country[cc].append(done - at)
+            arrived = watch.arrived.get((cc, nid))
+            if arrived is not None:
+                out.hq.append(arrived - at)
+                out.adapter.append(done - arrived)
+    return out
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def bench_settings(bootstrap: str, tmp: Path, label: str) -> Settings:
+    return Settings(
+        bootstrap_servers=bootstrap,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.{label}.",
+        partitions=1,  # a country's traffic fits one partition many times over
+        hq_database_url=f"sqlite:///{tmp}/hq-{label}.db",
+    )
+
+
+@contextmanager
+def host_process(
+    settings: Settings, countries: Sequence[str], url_template: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTICE_BUS_PARTITIONS": str(settings.partitions),
+    }
+    cmd = [sys.executable, "-m", "notice_bus.cli", "adapter", "--country", ",".join(countries)]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--database-url", url_template], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class RunResult:
+    countries: int
+    latencies: Latencies
+    rss_mb: float
+    missing: int
+    sent: dict[str, float]
+    watch: Any
+    publish_call_s: dict[str, float]  # how long HQ's publish call took: outbox and send
+
+
+def run_adapters(
+    bootstrap: str,
+    countries: Sequence[str],
+    url_template: str,
+    notices: int,
+    rate: float,
+    tmp: Path,
+    label: str,
+) -> RunResult:
+    """Publish ``notices`` at ``rate`` to ``countries`` served by one host process."""
+    settings = bench_settings(bootstrap, tmp, label)
+    init_topics(settings, countries)
+    watch = AckWatch(settings, countries, decode=True)
+    drafts = make_drafts(notices + 1, seed=len(countries), first_number=50000)
+    with (
+        HQ(settings) as hq,
+        host_process(settings, countries, url_template, tmp / f"{label}.log") as proc,
+    ):
+        # A first notice everyone must record: every adapter is up and has joined its group.
+        began = time.monotonic()
+        warm = drafts.pop(0)
+        hq.publish([warm])
+        missing = watch.wait_for({(c, warm.notice_id) for c in countries}, 300)
+        if missing:
+            raise RuntimeError(f"{label}: {len(missing)} countries never recorded the first notice")
+        say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
+        sent: dict[str, float] = {}
+        calls: list[float] = []
+        for i in paced(len(drafts), rate):
+            sent[drafts[i].notice_id] = time.time()
+            hq.publish([drafts[i]])
+            calls.append(time.time() - sent[drafts[i].notice_id])
+        wanted = {(c, nid) for c in countries for nid in sent}
+        left = watch.wait_for(wanted, 120)
+        rss = peak_rss_mb(proc.pid)
+    watch.close()
+    if proc.returncode not in (0, -15):
+        raise RuntimeError(f"{label}: host exited with {proc.returncode}; see {tmp}/{label}.log")
+    return RunResult(
+        len(countries), latencies(sent, watch, countries), rss, len(left), sent, watch, summary(calls)
+    )
+
+
+def run_baseline(
+    bootstrap: str, countries: Sequence[str], notices: int, rate: float, tmp: Path
+) -> Latencies:
+    """Bare kafka-python: produce -> consume -> produce, over topics laid out as ours."""
+    settings = bench_settings(bootstrap, tmp, "raw")
+    init_topics(settings, countries)
+    names = TopicNames(settings.topic_prefix)
+    watch = AckWatch(settings, countries, decode=False)
+    payload = os.urandom(1200)  # about an encoded notice
+    stop = threading.Event()
+    relay_ready = threading.Event()
+
+    def relay() -> None:
+        consumer = KafkaConsumer(**kafka_config(settings, "raw-relay"), enable_auto_commit=False)
+        producer = KafkaProducer(**kafka_config(settings, "raw-relay"), linger_ms=5)
+        tps = [TopicPartition(names.notices(c), 0) for c in countries]
+        consumer.assign(tps)
+        consumer.seek_to_end()
+        for tp in tps:
+            consumer.position(tp)
+        relay_ready.set()
+        while not stop.is_set():
+            for records in consumer.poll(timeout_ms=200).values():
+                for r in records:
+                    cc = names.country_of(r.topic) or ""
+                    producer.send(names.acks(cc), key=r.key, value=b"RECORDED")
+            producer.flush()
+        producer.close()
+        consumer.close()
+
+    thread = threading.Thread(target=relay, daemon=True)
+    thread.start()
+    relay_ready.wait(60)
+    producer = KafkaProducer(**kafka_config(settings, "raw-hq"), linger_ms=5, acks="all")
+    sent: dict[str, float] = {}
+    for i in paced(notices, rate):
+        nid = f"raw/{i}"
+        sent[nid] = time.time()
+        for c in countries:
+            producer.send(names.notices(c), key=nid.encode(), value=payload)
+        producer.flush()
+    left = watch.wait_for({(c, nid) for c in countries for nid in sent}, 60)
+    stop.set()
+    thread.join(30)
+    producer.close()
+    watch.close()
+    if left:
+        raise RuntimeError(f"baseline: {len(left)} replies never came back")
+    return latencies(sent, watch, countries)

@@ -1,0 +1,169 @@
+"""One country's part of an adapter: its topics, its local system, what it says to HQ.
+
+An :class:`~notice_bus.adapter.Adapter` has one lane per country it serves. A lane turns the
+records of its country's topics into writes and acknowledgements (decode, validate, write,
+RECORDED); the adapter around it polls, commits and decides what to do when a lane's local
+system is away. Lanes do not share state, so one country's refusals or outage stay its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from notice_bus.acknowledger import Acknowledger
+from notice_bus.bureau_channel import BureauChannel
+from notice_bus.codec import AvroCodec, SchemaStore, load_schema
+from notice_bus.errors import InvalidMessage, InvalidNotice, LocalSystemRejected, SchemaError
+from notice_bus.model import AckStatus, NoticeEvent
+from notice_bus.sink import Sink
+from notice_bus.topics import TopicNames
+from notice_bus.validation import validate_event
+
+log = logging.getLogger("notice_bus.adapter")
+
+
+@dataclass
+class Batch:
+    """A lane's records of one poll, the events taken from them, and what was said so far."""
+
+    records: list[Any]
+    taken: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # valid ones
+    recorded: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # written
+    refused: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
+    said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
+    rejected: int = 0
+    attempts: int = 0
+    next_try: float = 0.0
+
+
+class Lane:
+    """Decode, validate, write and acknowledge the records of ``country``'s topics.
+
+    ``flush`` writes the sink's buffer with the adapter's retry policy; it raises
+    LocalSystemUnavailable when the system stays away, which the adapter handles.
+    """
+
+    def __init__(
+        self,
+        country: str,
+        sink: Sink,
+        *,
+        producer: Any,
+        names: TopicNames,
+        store: SchemaStore,
+        adapter_id: str,
+        clock: Callable[[], datetime],
+        answers_every_s: float = 1.0,
+    ) -> None:
+        self.country = country
+        self.sink = sink
+        self.topic = names.notices(country)
+        self._events = AvroCodec(load_schema("notice_event"), store)
+        acks = AvroCodec(load_schema("ack"), store)
+        self.say = Acknowledger(producer, names, country, adapter_id, acks, clock)
+        self.channel = BureauChannel(producer, names, country, store, every_s=answers_every_s)
+        self.held: Batch | None = None  # a batch waiting for the local system
+
+    @property
+    def topics(self) -> tuple[str, str]:
+        return self.topic, self.channel.reminders_topic
+
+    def take_in(self, batch: Batch) -> None:
+        """Decode and validate every record; keep the good ones, dead-letter the rest."""
+        for record in batch.records:
+            if record.topic != self.topic:
+                self.channel.surface(self.sink, record)
+                continue
+            try:
+                event = self._decode(record)
+                self._validate(record, event)
+            except InvalidMessage as exc:
+                batch.said += self.say.reject(record, exc, _peek_version(self._events, record))
+                batch.rejected += 1
+                continue
+            batch.said.append(self.say.ack(event, AckStatus.RECEIVED, record))
+            batch.taken.append((record, event))
+
+    def write(self, batch: Batch, flush: Callable[[Sink], None]) -> None:
+        """Write every valid event of the batch (again, if this is a retry: writes are
+        idempotent). If the local system refuses the batch for good, find out which notices
+        it refuses, one by one, and dead-letter those. Raises LocalSystemUnavailable."""
+        partitions = {r.partition for r in batch.records if r.topic == self.topic}
+        self.sink.discard(partitions)
+        for record, event in batch.taken:
+            self.sink.add(event, record.partition)
+        try:
+            flush(self.sink)
+            batch.recorded = list(batch.taken)
+            return
+        except LocalSystemRejected as exc:
+            log.error("%s: local system refused a batch, isolating: %s", self.country, exc)
+        batch.recorded = []
+        for record, event in batch.taken:
+            if (record.partition, record.offset) in batch.refused:
+                continue
+            self.sink.discard(partitions)  # nothing but this one event in the buffers
+            self.sink.add(event, record.partition)
+            try:
+                flush(self.sink)
+            except LocalSystemRejected as refused:
+                batch.refused.add((record.partition, record.offset))
+                why = self._invalid(record, f"local system refused it: {refused}")
+                batch.said += self.say.reject(record, why, event.version)
+                batch.rejected += 1
+                continue
+            batch.recorded.append((record, event))
+
+    def recorded(self, batch: Batch) -> None:
+        """Send the RECORDED acknowledgements of what the batch wrote."""
+        batch.said += [self.say.ack(e, AckStatus.RECORDED, r) for r, e in batch.recorded]
+
+    def _decode(self, record: Any) -> NoticeEvent:
+        if record.value is None:
+            raise self._invalid(record, "empty record")
+        try:
+            return NoticeEvent.from_avro(self._events.decode(record.value))
+        except SchemaError as exc:
+            raise self._invalid(record, str(exc)) from exc
+        except (KeyError, ValueError, TypeError) as exc:
+            raise self._invalid(record, f"fields do not form a notice event: {exc!r}") from exc
+
+    def _validate(self, record: Any, event: NoticeEvent) -> None:
+        try:
+            validate_event(event)
+        except InvalidNotice as exc:
+            raise self._invalid(record, str(exc)) from exc
+        if _key(record) != event.notice_id:
+            raise self._invalid(record, f"key {_key(record)!r} is not notice {event.notice_id}")
+        if not event.targets(self.country):
+            reason = f"notice {event.notice_id} is not addressed to {self.country}"
+            raise self._invalid(record, reason)
+
+    def _invalid(self, record: Any, reason: str) -> InvalidMessage:
+        return InvalidMessage(
+            reason,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=_key(record),
+        )
+
+
+def _key(record: Any) -> str | None:
+    try:
+        return record.key.decode() if record.key is not None else None
+    except UnicodeDecodeError:
+        return None
+
+
+def _peek_version(codec: AvroCodec, record: Any) -> int:
+    """The version of a rejected record, if it decodes at all; 0 otherwise."""
+    try:
+        version = codec.decode(record.value or b"").get("version", 0)
+    except SchemaError:
+        return 0
+    return version if isinstance(version, int) else 0

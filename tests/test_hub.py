@@ -1,0 +1,66 @@
+"""Several countries in one adapter (a regional hub): each keeps its own local system, its
+own acknowledgements and its own health, and one country's outage holds only that country."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from notice_bus.adapter import Adapter
+from notice_bus.generate import make_drafts
+from notice_bus.sql_sink import SqlSink
+from tests.conftest import Bus
+from tests.support.tcp_proxy import TcpProxy
+from tests.support.workload import local_state
+
+pytestmark = pytest.mark.kafka
+
+
+def _count(url: str) -> int:
+    with sa.create_engine(url).connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM red_notice")).scalar_one())
+
+
+def test_a_hub_serves_each_country_into_its_own_system(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR", "DE", "TH"])
+    urls = {cc: f"sqlite:///{tmp_path}/{cc}.db" for cc in bus.countries}
+    hub = Adapter(bus.settings, {cc: SqlSink(u) for cc, u in urls.items()}, hub="eu-asia")
+    bus.adapters["hub"] = hub
+    broadcast = make_drafts(10, targeted_share=0.0)
+    bus.hq.publish(broadcast)
+    targeted = make_drafts(1, first_number=20000, countries=["DE"], targeted_share=1.0)
+    bus.hq.publish(targeted)
+    want = {"FR": 10, "DE": 11, "TH": 10}
+    bus.pump(lambda: all(_count(urls[cc]) == n for cc, n in want.items()))
+    assert set(local_state(urls["DE"])) == {d.notice_id for d in broadcast + targeted}
+    # The tracker finds the hub's group for each country: live, and nothing waiting.
+    bus.pump(lambda: bus.tracker.step() == 0)
+    samples = bus.tracker.sample()
+    for cc in bus.countries:
+        assert samples[cc].members == 1, cc
+        assert samples[cc].committed == samples[cc].end_offset, cc
+
+
+def test_one_countrys_outage_holds_only_that_country(
+    make_bus: Callable[..., Bus], new_postgres_db: Callable[[], str], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR", "TH"], retry_attempts=2)
+    url = sa.make_url(new_postgres_db())
+    with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        fr_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
+        th_url = f"sqlite:///{tmp_path}/th.db"
+        hub = Adapter(bus.settings, {"FR": SqlSink(fr_url), "TH": SqlSink(th_url)})
+        bus.adapters["hub"] = hub
+        bus.hq.publish(make_drafts(3))
+        bus.pump(lambda: _count(fr_url) == 3 and _count(th_url) == 3)
+        proxy.cut()
+        bus.hq.publish(make_drafts(5, first_number=30000))
+        bus.pump(lambda: hub.holding and _count(th_url) == 8)  # TH goes on
+        proxy.restore()
+        bus.pump(lambda: not hub.holding and _count(fr_url) == 8, timeout_s=60)
+        assert local_state(fr_url) == local_state(th_url)
