@@ -32,7 +32,8 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	bash scripts/system-deps.sh postgres
-	$(BIN)/python -m bench.report_bench
+	bash scripts/system-deps.sh kafka
+	$(BIN)/python -m bench
 
 demo: $(STAMP)
 	bash scripts/system-deps.sh kafka

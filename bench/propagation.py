@@ -247,7 +247,13 @@ def run_adapters(
     if proc.returncode not in (0, -15):
         raise RuntimeError(f"{label}: host exited with {proc.returncode}; see {tmp}/{label}.log")
     return RunResult(
-        len(countries), latencies(sent, watch, countries), rss, len(left), sent, watch, summary(calls)
+        len(countries),
+        latencies(sent, watch, countries),
+        rss,
+        len(left),
+        sent,
+        watch,
+        summary(calls),
     )
 
 

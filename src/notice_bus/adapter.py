@@ -333,11 +333,9 @@ class Adapter:
                 self._consumer.seek(tp, offset)
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        try:
-            self._committer.settle(wait=True)  # commit what is done while the partitions are ours
-        except TransientError as exc:
-            log.warning("uncommitted batches left to the partitions' next owner: %s", exc)
-            self._committer.forget()
+        # kafka-python runs this on its IO thread, where nothing may block (no synchronous
+        # commit): batches not committed yet are read again by the partitions' next owner.
+        self._committer.forget()
         for tp in partitions:
             lane = self._lanes.get(tp.topic)
             if lane is None:
