@@ -14,7 +14,8 @@ from notice_bus.errors import BrokerUnavailable, HQStateError
 from notice_bus.generate import make_drafts, revise
 from notice_bus.hq import HQ
 from notice_bus.settings import Settings
-from notice_bus.tables import ACK, HQ_NOTICE, RED_NOTICE, SENT
+from notice_bus.tables import ACK, HQ_NOTICE, OUTBOX, RED_NOTICE
+from notice_bus.topics import TopicNames
 from notice_bus.validation import Draft
 
 
@@ -141,14 +142,24 @@ def content_mismatches(settings: Settings, url: str) -> list[str]:
 
 
 def unrecorded(settings: Settings, country: str) -> list[tuple[str, int]]:
-    """Final versions of notices sent to ``country`` without a RECORDED acknowledgement."""
+    """Final versions of notices HQ sent to ``country`` without a RECORDED acknowledgement at
+    the tracker. What was sent comes from HQ's outbox, not from the tracker, so a tracker that
+    has not caught up yet cannot make this look empty."""
+    topic = TopicNames(settings.topic_prefix).notices(country)
+    hq = sa.create_engine(settings.hq_database_url)
+    with hq.connect() as conn:
+        sent = conn.execute(
+            sa.select(HQ_NOTICE.c.notice_id, HQ_NOTICE.c.version).where(
+                HQ_NOTICE.c.notice_id.in_(
+                    sa.select(OUTBOX.c.key).where(
+                        OUTBOX.c.topic == topic, OUTBOX.c.sent_at.isnot(None)
+                    )
+                )
+            )
+        ).all()
+    hq.dispose()
     engine = sa.create_engine(settings.tracker_database_url)
     with engine.connect() as conn:
-        sent = conn.execute(
-            sa.select(SENT.c.notice_id, sa.func.max(SENT.c.version))
-            .where(SENT.c.country == country)
-            .group_by(SENT.c.notice_id)
-        ).all()
         recorded = set(
             conn.execute(
                 sa.select(ACK.c.notice_id, ACK.c.version).where(
