@@ -134,6 +134,19 @@ def test_a_country_that_joins_late_gets_every_active_notice(
     assert state["2026/31"] == (2, "ACTIVE") and "2026/32" not in state
 
 
+def test_notices_published_before_any_country_joined_wait_for_its_bootstrap(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus([])
+    bus.hq.publish([draft(f"2026/{n}") for n in range(90, 95)])
+    assert bus.hq.pending() == 0  # nowhere to send them yet; kept at HQ
+    init_topics(bus.settings, ["NG"])
+    assert bus.hq.bootstrap("NG") == 5
+    url = f"sqlite:///{tmp_path}/ng.db"
+    bus.adapter("NG", url)
+    bus.pump(lambda: len(local_state(url)) == 5)
+
+
 def test_a_bureau_rebuilds_its_local_copy_from_the_topic(
     make_bus: Callable[..., Bus], new_postgres_db: Callable[[], str]
 ) -> None:

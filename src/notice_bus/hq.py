@@ -276,7 +276,8 @@ class HQ:
             }
             for cc in countries
         ]
-        session.execute(insert(_OUTBOX), rows)
+        if rows:  # no country registered yet: the notice waits at HQ for their bootstrap
+            session.execute(insert(_OUTBOX), rows)
 
     def _send(self, rows: Sequence[Any]) -> None:
         try:
