@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from notice_bus.codec import MAGIC, AvroCodec, MemorySchemaStore, load_schema, schema_fingerprint
+from notice_bus.codec import (
+    MAGIC,
+    AvroCodec,
+    MemorySchemaStore,
+    load_schema,
+    projection,
+    schema_fingerprint,
+)
 from notice_bus.errors import SchemaError
 from notice_bus.model import Ack, AckStatus, NoticeEvent
 from tests.factories import event
@@ -70,3 +77,20 @@ def test_garbage_is_a_schema_error(data: bytes) -> None:
 def test_record_that_does_not_fit_is_refused_on_encode() -> None:
     with pytest.raises(SchemaError, match="does not fit"):
         AvroCodec(load_schema("ack")).encode({"country": "FR"})
+
+
+def test_a_projection_reads_only_its_fields_and_is_never_published() -> None:
+    store = MemorySchemaStore()
+    full = AvroCodec(load_schema("notice_event"), store)
+    known = len(store._by_fp)
+    fields = ("notice_id", "version", "action")
+    reader = AvroCodec(projection(load_schema("notice_event"), fields), store, reader_only=True)
+    assert len(store._by_fp) == known  # a reader-only schema does not enter the store
+    e = event()
+    assert reader.decode(full.encode(e.to_avro())) == {
+        "notice_id": e.notice_id,
+        "version": e.version,
+        "action": e.action.value,
+    }
+    with pytest.raises(SchemaError, match="reader-only"):
+        reader.encode({"notice_id": "x", "version": 1, "action": "PUBLISH"})

@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,16 @@ class AvroCodec:
     Schemas are parsed once, here; resolved reader/writer pairs are cached by fingerprint.
     """
 
-    def __init__(self, schema: Schema, store: SchemaStore | None = None) -> None:
+    def __init__(
+        self, schema: Schema, store: SchemaStore | None = None, *, reader_only: bool = False
+    ) -> None:
         self.schema = schema
         self.name: str = schema["name"]
         self._parsed = parse_schema(schema)
         self._store = store if store is not None else MemorySchemaStore()
-        self._fp = self._store.register(schema)
+        # A reader-only schema (a projection) is never written, so it is not published.
+        self._reader_only = reader_only
+        self._fp = schema_fingerprint(schema) if reader_only else self._store.register(schema)
         self._header = MAGIC + self._fp
         self._writers: dict[bytes, Any] = {self._fp: self._parsed}
 
@@ -93,6 +97,8 @@ class AvroCodec:
         return self._fp
 
     def encode(self, record: dict[str, Any]) -> bytes:
+        if self._reader_only:
+            raise SchemaError(f"{self.name}: a reader-only schema does not write messages")
         buf = io.BytesIO()
         buf.write(self._header)
         try:
@@ -123,6 +129,16 @@ class AvroCodec:
         if not isinstance(record, dict):
             raise SchemaError(f"{self.name} is not a record schema")
         return record
+
+
+def projection(schema: Schema, fields: Sequence[str]) -> Schema:
+    """``schema`` reduced to ``fields``: a reader schema that lets fastavro skip the rest of a
+    message instead of building it (the tracker needs four fields of a notice, not the person).
+    """
+    unknown = set(fields) - {f["name"] for f in schema["fields"]}
+    if unknown:
+        raise ConfigError(f"{schema['name']} has no field {', '.join(sorted(unknown))}")
+    return {**schema, "fields": [f for f in schema["fields"] if f["name"] in fields]}
 
 
 def schema_dir() -> Path:

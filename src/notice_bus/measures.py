@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     tuple_,
     update,
@@ -219,27 +220,36 @@ def reconcile(
     """Bring the outcome columns of ``tracker_sent`` up to date for the notice versions and
     notices a batch touched, whichever arrived first: the notice, or its acknowledgement."""
     versions, notices = list(versions), list(notices)
+    # Each UPDATE joins the acks or answers that exist, so a row is written only when one of
+    # its columns changes (a row version per no-op write was most of the tracker's time).
     if versions:
-        touched = _among(conn, (SENT.c.country, SENT.c.notice_id, SENT.c.version), versions)
-        same = and_(
-            ACK.c.country == SENT.c.country,
-            ACK.c.notice_id == SENT.c.notice_id,
-            ACK.c.version == SENT.c.version,
-        )
+        key = (ACK.c.country, ACK.c.notice_id, ACK.c.version)
         for status, column in (
             (AckStatus.RECEIVED, "received_at"),
             (AckStatus.RECORDED, "recorded_at"),
         ):
             first = (
-                select(func.min(ACK.c.broker_at))
-                .where(same, ACK.c.status == status.value)
-                .scalar_subquery()
+                select(*key, func.min(ACK.c.broker_at).label("at"))
+                .where(_among(conn, key, versions), ACK.c.status == status.value)
+                .group_by(*key)
+                .subquery()
             )
             conn.execute(
-                update(SENT).where(touched, SENT.c[column].is_(None)).values({column: first})
+                update(SENT)
+                .where(_same(SENT, first, versions=True), SENT.c[column].is_(None))
+                .values({column: first.c.at})
             )
-        refused = select(literal_column("1")).where(same, ACK.c.status == "REJECTED").exists()
-        conn.execute(update(SENT).where(touched, ~SENT.c.rejected, refused).values(rejected=True))
+        refused = (
+            select(*key)
+            .where(_among(conn, key, versions), ACK.c.status == AckStatus.REJECTED.value)
+            .distinct()
+            .subquery()
+        )
+        conn.execute(
+            update(SENT)
+            .where(_same(SENT, refused, versions=True), ~SENT.c.rejected)
+            .values(rejected=True)
+        )
     if notices:
         touched = _among(conn, (SENT.c.country, SENT.c.notice_id), notices)
         other = SENT.alias("other")
@@ -250,16 +260,32 @@ def reconcile(
         conn.execute(
             update(SENT).where(touched, ~SENT.c.superseded, newer.exists()).values(superseded=True)
         )
-        first = select(func.min(other.c.broker_at)).where(same_notice).scalar_subquery()
-        conn.execute(update(SENT).where(touched).values(first_at=first))
-        answer = (
-            select(func.min(RESPONSE.c.broker_at))
-            .where(RESPONSE.c.country == SENT.c.country, RESPONSE.c.notice_id == SENT.c.notice_id)
-            .scalar_subquery()
+        first_at = select(func.min(other.c.broker_at)).where(same_notice).scalar_subquery()
+        conn.execute(
+            update(SENT)
+            .where(touched, or_(SENT.c.first_at.is_(None), SENT.c.first_at > first_at))
+            .values(first_at=first_at)
+        )
+        rkey = (RESPONSE.c.country, RESPONSE.c.notice_id)
+        answered = (
+            select(*rkey, func.min(RESPONSE.c.broker_at).label("at"))
+            .where(_among(conn, rkey, notices))
+            .group_by(*rkey)
+            .subquery()
         )
         conn.execute(
-            update(SENT).where(touched, SENT.c.answered_at.is_(None)).values(answered_at=answer)
+            update(SENT)
+            .where(_same(SENT, answered, versions=False), SENT.c.answered_at.is_(None))
+            .values(answered_at=answered.c.at)
         )
+
+
+def _same(table: Any, keys: Any, *, versions: bool) -> ColumnElement[bool]:
+    """``table``'s row is the one of ``keys``' row: same country and notice (and version)."""
+    same = [table.c.country == keys.c.country, table.c.notice_id == keys.c.notice_id]
+    if versions:
+        same.append(table.c.version == keys.c.version)
+    return and_(*same)
 
 
 def _among(
