@@ -1,0 +1,187 @@
+"""Bulk paths: a late country's bootstrap, and the tracker's ingest, each on PostgreSQL.
+
+Bootstrap: HQ holds 58,000 active notices (about today's red-notice corpus); a new country's
+topics are created, ``HQ.bootstrap`` sends them all, and the country's adapter loads them into
+its PostgreSQL. The figure is notices per second from the adapter's start until the last row
+is in. Baseline, same run, same topic: a bare consumer reading every record, decoding it and
+COPYing the same rows into the same table in another database.
+
+Tracker ingest: the notices and acknowledgements of 196 countries (RECEIVED and RECORDED for
+each notice) are put on their topics, then a tracker reads them into PostgreSQL; the figure is
+acknowledgements per second from its start until the last one is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from bench.common import say
+from notice_bus.adapter import Adapter
+from notice_bus.codec import AvroCodec, load_schema
+from notice_bus.db import make_engine
+from notice_bus.generate import make_drafts
+from notice_bus.hq import HQ
+from notice_bus.model import Ack, AckStatus, Action, NoticeEvent, utcnow
+from notice_bus.schema_registry import KafkaSchemaStore
+from notice_bus.settings import Settings
+from notice_bus.sql_sink import SqlSink, _row
+from notice_bus.tables import LOCAL_TABLES, RED_NOTICE
+from notice_bus.topics import TopicNames, init_topics, kafka_config
+from notice_bus.tracker import Tracker
+
+CORPUS = 58_000
+
+
+def new_database(url: str, name: str) -> str:
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return sa.make_url(url).set(database=name).render_as_string(False)
+
+
+def _count(url: str, table: str) -> int:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def bootstrap(bootstrap_servers: str, pg_url: str, tmp: Path) -> dict[str, Any]:
+    settings = Settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.boot.",
+        partitions=1,
+        hq_database_url=f"sqlite:///{tmp}/hq-boot.db",
+    )
+    init_topics(settings, [])  # no country yet: HQ only records the notices
+    started = time.monotonic()
+    drafts = make_drafts(CORPUS, first_number=100000)
+    with HQ(settings) as hq:
+        for i in range(0, CORPUS, 2000):
+            hq.publish(drafts[i : i + 2000], relay=False)
+        say(f"  HQ holds {CORPUS:,} active notices ({time.monotonic() - started:.0f} s)")
+        init_topics(settings, ["ZZ"])
+        sent_at = time.monotonic()
+        queued = hq.bootstrap("ZZ")
+        send_s = time.monotonic() - sent_at
+    say(f"  HQ sent {queued:,} notices to ZZ in {send_s:.1f} s ({queued / send_s:,.0f}/s)")
+
+    url = new_database(pg_url, f"boot_{uuid.uuid4().hex[:6]}")
+    adapter = Adapter(settings.with_(batch_size=2000), {"ZZ": SqlSink(url)})
+    stop = threading.Event()
+    began = time.monotonic()
+    thread = threading.Thread(target=adapter.run, args=(stop,), daemon=True)
+    thread.start()
+    while _count(url, "red_notice") < queued:
+        time.sleep(0.2)
+    ours = time.monotonic() - began
+    stop.set()
+    thread.join(60)
+
+    base_url = new_database(pg_url, f"base_{uuid.uuid4().hex[:6]}")
+    make_engine(base_url, LOCAL_TABLES).dispose()
+    base = raw_load(settings, base_url, queued)
+    ours_rate, base_rate = queued / ours, queued / base
+    say(
+        f"bootstrap of {queued:,} notices into PostgreSQL: {ours_rate:,.0f}/s ({ours:.1f} s);"
+        f" raw consume + COPY {base_rate:,.0f}/s ({base:.1f} s); ratio {ours_rate / base_rate:.2f}"
+    )
+    return {
+        "bootstrap_notices": queued,
+        "bootstrap_notices_per_s": round(ours_rate),
+        "bootstrap_baseline_notices_per_s": round(base_rate),
+        "bootstrap_hq_send_notices_per_s": round(queued / send_s),
+    }
+
+
+def raw_load(settings: Settings, url: str, expected: int) -> float:
+    """Seconds to read every record of ZZ's topic, decode it and COPY the rows."""
+    topic = TopicNames(settings.topic_prefix).notices("ZZ")
+    codec = AvroCodec(load_schema("notice_event"), KafkaSchemaStore(settings))
+    columns = [c.name for c in RED_NOTICE.c]
+    jsons = {"nationalities", "eyes_colors_id", "hairs_id", "languages_spoken_ids"}
+    jsons |= {"arrest_warrants", "images"}
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+    began = time.monotonic()
+    consumer = KafkaConsumer(**kafka_config(settings, "raw-load"), enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    seen = 0
+    statement = f"COPY red_notice ({', '.join(columns)}) FROM STDIN"
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur, cur.copy(statement) as copy:
+        while seen < expected:
+            for records in consumer.poll(timeout_ms=500, max_records=5000).values():
+                for r in records:
+                    row = _row(NoticeEvent.from_avro(codec.decode(r.value)), utcnow())
+                    copy.write_row([json.dumps(row[c]) if c in jsons else row[c] for c in columns])
+                    seen += 1
+    consumer.close()
+    return time.monotonic() - began
+
+
+def tracker_ingest(bootstrap_servers: str, pg_url: str, countries: list[str]) -> dict[str, Any]:
+    per_country = 250
+    settings = Settings(
+        bootstrap_servers=bootstrap_servers,
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.track.",
+        partitions=1,
+    )
+    init_topics(settings, countries)
+    names = TopicNames(settings.topic_prefix)
+    store = KafkaSchemaStore(settings)
+    events = AvroCodec(load_schema("notice_event"), store)
+    acks = AvroCodec(load_schema("ack"), store)
+    producer = KafkaProducer(**kafka_config(settings, "bench-fill"), linger_ms=20)
+    began = time.monotonic()
+    total_acks = 0
+    for draft in make_drafts(per_country, first_number=200000):
+        now = utcnow()
+        event = NoticeEvent(
+            notice_id=draft.notice_id,
+            version=1,
+            action=Action.PUBLISH,
+            requesting_country=draft.requesting_country,
+            published_at=now,
+            target_countries=(),
+            person=draft.person,
+        )
+        payload = events.encode(event.to_avro())
+        key = draft.notice_id.encode()
+        for cc in countries:
+            producer.send(names.notices(cc), key=key, value=payload)
+            for status in (AckStatus.RECEIVED, AckStatus.RECORDED):
+                ack = Ack(cc, draft.notice_id, 1, status, now, f"{cc}@bench")
+                producer.send(names.acks(cc), key=key, value=acks.encode(ack.to_avro()))
+                total_acks += 1
+    producer.flush()
+    producer.close()
+    say(f"  {total_acks:,} acknowledgements put on the broker ({time.monotonic() - began:.0f} s)")
+
+    url = new_database(pg_url, f"track_{uuid.uuid4().hex[:6]}")
+    tracker = Tracker(settings, database_url=url)
+    records = total_acks + per_country * len(countries)
+    began = time.monotonic()
+    taken = 0
+    while taken < records:
+        taken += tracker.step()
+    took = time.monotonic() - began
+    tracker.close()
+    if _count(url, "tracker_ack") != total_acks:
+        raise RuntimeError("the tracker did not store every acknowledgement")
+    rate = total_acks / took
+    say(
+        f"tracker ingest into PostgreSQL: {rate:,.0f} acks/s ({total_acks:,} acks and"
+        f" {per_country * len(countries):,} notices in {took:.1f} s); target >= 20,000"
+    )
+    return {"tracker_acks_per_s": round(rate), "tracker_acks": total_acks}
