@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from bench import ingest, report_bench
 from bench.common import postgres, record, say
-from bench.propagation import Latencies, RunResult, run_adapters, run_baseline
+from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
 from bench.report_bench import country_codes
 from notice_bus.local_broker import LocalBroker
 
@@ -115,8 +115,6 @@ def propagation(bootstrap: str, pg_url: str, tmp: Path) -> None:
 
 
 def _p(values: list[float], q: float) -> float:
-    from bench.propagation import quantile
-
     return quantile(values, q) if values else float("nan")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +19,10 @@ log = logging.getLogger("notice_bus.adapter")
 
 
 class Acknowledger:
-    """Sends acknowledgements and dead letters for one country; ``confirm`` waits for them.
+    """Sends acknowledgements and dead letters for one country.
 
-    Sending returns a future; nothing counts as said until :func:`confirm` returns, and the
-    adapter commits offsets only after that.
+    Sending returns a future; nothing counts as said until it has succeeded: the adapter's
+    :class:`~notice_bus.committer.Committer` commits a batch's offsets only after that.
     """
 
     def __init__(
@@ -94,13 +94,3 @@ class Acknowledger:
             )
         except KafkaError as exc:  # send() itself fails when the broker is gone for long
             raise BrokerUnavailable(f"acknowledgement not sent: {exc}") from exc
-
-
-def confirm(producer: Any, futures: Sequence[Any]) -> None:
-    """Wait until the broker has every acknowledgement and dead letter of ``futures``."""
-    try:
-        producer.flush(timeout=30)
-        for future in futures:
-            future.get(timeout=30)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc

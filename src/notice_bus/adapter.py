@@ -141,7 +141,6 @@ class Adapter:
         self._committer = Committer(self._consumer, producer)
         self.metrics = metrics or AdapterMetrics()
         self._lanes: dict[str, Lane] = {}  # by topic: notices and reminders of each country
-        self._sinks = list(sinks.values())
         for country, sink in sinks.items():
             lane = Lane(
                 country,
@@ -156,6 +155,7 @@ class Adapter:
                 answers_every_s=max(1.0, len(sinks) / 40),
             )
             self._lanes.update(dict.fromkeys(lane.topics, lane))
+        self.lanes = list(dict.fromkeys(self._lanes.values()))  # one per country
         # Knowing the topics' partitions before joining lets this member, if it leads the
         # group, assign them at once; it is also where a missing topic is noticed.
         missing = [t for t in self._lanes if not self._consumer.partitions_for_topic(t)]
@@ -166,10 +166,6 @@ class Adapter:
                 f" `notice-bus topics init --countries {','.join(self.countries)}` first"
             )
         self._consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
-
-    @property
-    def lanes(self) -> list[Lane]:
-        return list(dict.fromkeys(self._lanes.values()))
 
     # --- running ----------------------------------------------------------------------------
 
@@ -241,8 +237,8 @@ class Adapter:
             if self._owns_producer:
                 self._producer.close(timeout=10)
             self._consumer.close()
-            for sink in self._sinks:
-                sink.close()
+            for lane in self.lanes:
+                lane.sink.close()
 
     # --- the pipeline -----------------------------------------------------------------------
 
@@ -351,8 +347,8 @@ class Adapter:
                 lane.sink.discard([tp.partition])
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        notices = [tp for tp in partitions if tp.topic in self._lanes]
-        notices = [tp for tp in notices if tp.topic == self._lanes[tp.topic].topic]
+        ours = {lane.topic for lane in self.lanes}
+        notices = [tp for tp in partitions if tp.topic in ours]
         if self._rewind_on_assign and notices:
             log.info("reading %d partitions from the beginning", len(notices))
             self._consumer.seek_to_beginning(*notices)

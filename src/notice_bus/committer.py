@@ -40,9 +40,6 @@ class Committer:
         self._producer = producer
         self._waiting: deque[_Done] = deque()
 
-    def __len__(self) -> int:
-        return len(self._waiting)
-
     def add(self, records: Sequence[Any], said: Sequence[Any], then: Callable[[], None]) -> None:
         offsets: dict[TopicPartition, int] = {}
         first: dict[TopicPartition, int] = {}

@@ -224,13 +224,14 @@ def reconcile(
     # its columns changes (a row version per no-op write was most of the tracker's time).
     if versions:
         key = (ACK.c.country, ACK.c.notice_id, ACK.c.version)
+        acked = _among(conn, key, versions)
         for status, column in (
             (AckStatus.RECEIVED, "received_at"),
             (AckStatus.RECORDED, "recorded_at"),
         ):
             first = (
                 select(*key, func.min(ACK.c.broker_at).label("at"))
-                .where(_among(conn, key, versions), ACK.c.status == status.value)
+                .where(acked, ACK.c.status == status.value)
                 .group_by(*key)
                 .subquery()
             )
@@ -241,7 +242,7 @@ def reconcile(
             )
         refused = (
             select(*key)
-            .where(_among(conn, key, versions), ACK.c.status == AckStatus.REJECTED.value)
+            .where(acked, ACK.c.status == AckStatus.REJECTED.value)
             .distinct()
             .subquery()
         )
