@@ -109,12 +109,15 @@ class AckWatch:
                         key = (self._notices[r.topic], r.key.decode())
                         self.arrived.setdefault(key, r.timestamp / 1000)
                         continue
-                    key = (self._topics[r.topic], r.key.decode())
+                    country = self._topics[r.topic]
+                    ids = [r.key.decode()]
                     if self._codec is not None:
                         ack = self._codec.decode(r.value)
                         if ack["status"] != AckStatus.RECORDED.value:
                             continue
-                    self.seen.setdefault(key, r.timestamp / 1000)
+                        ids += [e["notice_id"] for e in ack["also"]]
+                    for notice_id in ids:
+                        self.seen.setdefault((country, notice_id), r.timestamp / 1000)
 
     def wait_for(self, keys: set[tuple[str, str]], timeout_s: float) -> set[tuple[str, str]]:
         """Waits until every key is seen; returns the ones still missing."""

@@ -37,6 +37,18 @@ def test_message_starts_with_single_object_header_and_fingerprint() -> None:
     assert data[2:10] == schema_fingerprint(schema)
 
 
+def test_an_ack_for_several_events_round_trips() -> None:
+    codec = AvroCodec(load_schema("ack"))
+    at = event().published_at
+    ack = Ack(
+        "FR", "2026/1", 1, AckStatus.RECORDED, at, "FR@test",
+        received_at=at, also=(("2026/2", 3), ("2026/3", 1)),
+    )  # fmt: skip
+    back = Ack.from_avro(codec.decode(codec.encode(ack.to_avro())))
+    assert back == ack
+    assert back.events() == [("2026/1", 1), ("2026/2", 3), ("2026/3", 1)]
+
+
 def test_fingerprint_matches_avro_spec_for_a_primitive() -> None:
     # The Avro spec's CRC-64-AVRO of "int" is 0x7275d51a3f395c8f, little-endian on the wire.
     assert schema_fingerprint("int") == (0x7275D51A3F395C8F).to_bytes(8, "little")  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 
 from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.model import Action
+from notice_bus.model import Ack, AckStatus, Action, utcnow
 from notice_bus.report import Status, build_report
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
@@ -137,6 +138,44 @@ def send_raw(settings: Settings, country: str, events: list[Any]) -> None:
         producer.send(topic, key=key, value=value)
     producer.flush()
     producer.close()
+
+
+def test_a_batch_is_acknowledged_in_few_messages_that_stand_for_received_too(
+    make_bus: Callable[..., Bus], tmp_path: Any
+) -> None:
+    bus = make_bus(["FR"])
+    hours_ahead = lambda: utcnow() + timedelta(hours=3)  # noqa: E731
+    bus.adapter("FR", f"sqlite:///{tmp_path}/fr.db", clock=hours_ahead)
+    send_raw(bus.settings, "FR", [event(f"2026/{100 + i}") for i in range(40)])
+    bus.pump(recorded(bus, "FR", 40))
+
+    messages = read_topic(bus.settings, TopicNames(bus.settings.topic_prefix).acks("FR"))
+    codec = AvroCodec(load_schema("ack"), KafkaSchemaStore(bus.settings))
+    acks = [Ack.from_avro(codec.decode(m.value)) for m in messages]
+    assert len(acks) < 40  # bundled: a poll of several records gets one message
+    assert sorted(e for a in acks for e in a.events()) == sorted(
+        (f"2026/{100 + i}", 1) for i in range(40)
+    )
+    assert {a.status for a in acks} == {AckStatus.RECORDED}
+    assert all(a.received_at is not None and a.received_at <= a.at for a in acks)
+    # The tracker keeps a RECEIVED per event, placed on the broker's clock (the bureau's
+    # runs three hours ahead), between the notice's arrival and its RECORDED.
+    sent = {r.notice_id: r.broker_at for r in tracked(bus, SENT, country="FR")}
+    done = {a.notice_id: a.broker_at for a in tracked(bus, ACK, status="RECORDED")}
+    got = {a.notice_id: a.broker_at for a in tracked(bus, ACK, status="RECEIVED")}
+    assert got.keys() == done.keys() == sent.keys()
+    slack = timedelta(milliseconds=5)  # millisecond timestamps, rounded on each clock
+    assert all(sent[n] - slack <= got[n] <= done[n] + slack for n in sent)
+
+
+def read_topic(settings: Settings, topic: str) -> list[Any]:
+    consumer = KafkaConsumer(
+        **kafka_config(settings, "test"), auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
+    consumer.subscribe([topic])
+    messages = list(consumer)
+    consumer.close()
+    return messages
 
 
 def test_older_version_after_newer_never_wins(

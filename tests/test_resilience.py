@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +29,7 @@ from notice_bus.local_broker import LocalBroker
 from notice_bus.report import build_report
 from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import TRACKER_TABLES
+from notice_bus.tables import ACK, TRACKER_TABLES
 from notice_bus.topics import init_topics
 from notice_bus.tracker import Tracker
 from tests.support.tcp_proxy import TcpProxy
@@ -232,12 +233,21 @@ def test_database_unreachable_for_30_seconds(
         for t in threads:
             t.join(30)
         proxy.close()
-    report = {
-        r.country: r
-        for r in build_report(make_engine(settings.tracker_database_url, TRACKER_TABLES), settings)
-    }
+    engine = make_engine(settings.tracker_database_url, TRACKER_TABLES)
+    report = {r.country: r for r in build_report(engine, settings)}
     assert report["FR"].max_lag_s is not None and report["FR"].max_lag_s > 20
     assert report["TH"].max_lag_s is not None and report["TH"].max_lag_s < 10
+    # The batch held through the outage was acknowledged RECEIVED when it was held, long
+    # before its RECORDED: HQ could see it had arrived.
+    with engine.connect() as conn:
+        got = {(a.notice_id, a.version): a.broker_at for a in acks(conn, "FR", "RECEIVED")}
+        done = {(a.notice_id, a.version): a.broker_at for a in acks(conn, "FR", "RECORDED")}
+    assert any((done[k] - got[k]).total_seconds() > 20 for k in got.keys() & done.keys())
+
+
+def acks(conn: sa.Connection, country: str, status: str) -> list[Any]:
+    query = sa.select(ACK).where(ACK.c.country == country, ACK.c.status == status)
+    return list(conn.execute(query))
 
 
 @pytest.mark.skipif(

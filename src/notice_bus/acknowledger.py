@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from notice_bus.topics import TopicNames
 from notice_bus.validation import NOTICE_ID
 
 log = logging.getLogger("notice_bus.adapter")
+BUNDLE = 500  # events per acknowledgement message: about 10 KB
 
 
 class Acknowledger:
@@ -42,19 +43,33 @@ class Acknowledger:
         self._codec = codec
         self._clock = clock
 
-    def ack(self, event: NoticeEvent, status: AckStatus, record: Any) -> Any:
-        return self._send(
-            Ack(
+    def ack(
+        self,
+        status: AckStatus,
+        taken: Sequence[tuple[Any, NoticeEvent]],
+        received_at: datetime | None = None,
+        at: datetime | None = None,
+    ) -> list[Any]:
+        """Acknowledge the (record, event) pairs of one batch with ``status``: one message per
+        ``BUNDLE`` events, since a send costs far more than the few bytes an event adds."""
+        at = at or self._clock()
+        futures = []
+        for i in range(0, len(taken), BUNDLE):
+            (record, first), *rest = taken[i : i + BUNDLE]
+            ack = Ack(
                 country=self._country,
-                notice_id=event.notice_id,
-                version=event.version,
+                notice_id=first.notice_id,
+                version=first.version,
                 status=status,
-                at=self._clock(),
+                at=at,
                 adapter_id=self._adapter_id,
                 source_partition=record.partition,
                 source_offset=record.offset,
+                received_at=received_at,
+                also=tuple((e.notice_id, e.version) for _, e in rest),
             )
-        )
+            futures.append(self._send(ack))
+        return futures
 
     def reject(self, record: Any, exc: InvalidMessage, version: int) -> list[Any]:
         """Park ``record``'s original bytes in the dead-letter topic and tell HQ why."""

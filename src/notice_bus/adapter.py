@@ -10,8 +10,9 @@ Each poll runs the same single-purpose steps, in order:
 1. **decode** the Avro message (any schema version the schema store knows);
 2. **validate** it against the notice rules and check it is addressed to that country;
 3. **write** the valid ones through the country's :class:`~notice_bus.sink.Sink`;
-4. **acknowledge**: RECEIVED and RECORDED to the country's acks topic; invalid records go to the
-   dead-letter topic with their reason and a REJECTED acknowledgement;
+4. **acknowledge**: RECORDED to the country's acks topic, one message for the batch's events,
+   carrying when they were received (a separate RECEIVED goes only when the write has to wait);
+   invalid records go to the dead-letter topic with their reason and a REJECTED acknowledgement;
 5. **commit** the offsets, only once every record is written or dead-lettered and every
    acknowledgement is confirmed by the broker.
 
@@ -270,6 +271,7 @@ class Adapter:
             exc,
         )
         self._consumer.pause(*self._partitions(lane))
+        lane.received(batch)
         self.metrics.errors.labels(lane.country, "local_system_unavailable").inc()
         self.metrics.holding.labels(lane.country).set(1)
         batch.next_try = time.monotonic() + self._backoff(batch.attempts)

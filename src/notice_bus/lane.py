@@ -36,6 +36,7 @@ class Batch:
     refused: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
     said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
     rejected: int = 0
+    received_at: datetime | None = None
     attempts: int = 0
     next_try: float = 0.0
 
@@ -61,6 +62,7 @@ class Lane:
     ) -> None:
         self.country = country
         self.sink = sink
+        self._clock = clock
         self.topic = names.notices(country)
         self._events = AvroCodec(load_schema("notice_event"), store)
         acks = AvroCodec(load_schema("ack"), store)
@@ -74,6 +76,7 @@ class Lane:
 
     def take_in(self, batch: Batch) -> None:
         """Decode and validate every record; keep the good ones, dead-letter the rest."""
+        batch.received_at = self._clock()
         for record in batch.records:
             if record.topic != self.topic:
                 self.channel.surface(self.sink, record)
@@ -85,7 +88,6 @@ class Lane:
                 batch.said += self.say.reject(record, exc, _peek_version(self._events, record))
                 batch.rejected += 1
                 continue
-            batch.said.append(self.say.ack(event, AckStatus.RECEIVED, record))
             batch.taken.append((record, event))
 
     def write(self, batch: Batch, flush: Callable[[Sink], None]) -> None:
@@ -118,9 +120,16 @@ class Lane:
                 continue
             batch.recorded.append((record, event))
 
+    def received(self, batch: Batch) -> None:
+        """Tell HQ the batch arrived, when its write has to wait for the local system."""
+        batch.said += self.say.ack(AckStatus.RECEIVED, batch.taken, at=batch.received_at)
+
     def recorded(self, batch: Batch) -> None:
-        """Send the RECORDED acknowledgements of what the batch wrote."""
-        batch.said += [self.say.ack(e, AckStatus.RECORDED, r) for r, e in batch.recorded]
+        """Acknowledge what the batch wrote: RECORDED, carrying when it was received (so a
+        write that did not wait costs one acknowledgement, not two)."""
+        batch.said += self.say.ack(
+            AckStatus.RECORDED, batch.recorded, received_at=batch.received_at
+        )
 
     def _decode(self, record: Any) -> NoticeEvent:
         if record.value is None:

@@ -142,7 +142,12 @@ class NoticeEvent:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """A country adapter's acknowledgement of one notice event."""
+    """A country adapter's acknowledgement of one notice event, and of the events in
+    ``also`` ((notice_id, version) pairs of the same batch, with the same status and times).
+
+    A RECORDED with ``received_at`` stands for the RECEIVED of its events too: the adapter
+    sends RECEIVED on its own only when the write has to wait.
+    """
 
     country: str
     notice_id: str
@@ -153,10 +158,17 @@ class Ack:
     reason: str | None = None
     source_partition: int | None = None
     source_offset: int | None = None
+    received_at: datetime | None = None
+    also: tuple[tuple[str, int], ...] = ()
+
+    def events(self) -> list[tuple[str, int]]:
+        """Every (notice_id, version) this acknowledgement stands for."""
+        return [(self.notice_id, self.version), *self.also]
 
     def to_avro(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["status"] = self.status.value
+        out["also"] = [{"notice_id": n, "version": v} for n, v in self.also]
         return out
 
     @classmethod
@@ -165,6 +177,9 @@ class Ack:
         values = {k: v for k, v in data.items() if k in known}
         values["status"] = AckStatus(values["status"])
         values["at"] = _aware(values["at"])
+        if values.get("received_at") is not None:
+            values["received_at"] = _aware(values["received_at"])
+        values["also"] = tuple((e["notice_id"], e["version"]) for e in values.get("also", ()))
         return cls(**values)
 
 

@@ -181,7 +181,7 @@ class Tracker:
             kind = r.topic[len(self._names.prefix) :].split(".", 1)[0]
             country = self._names.country_of(r.topic)
             try:
-                rows[kind].append(self._row(kind, country, r))
+                rows[kind] += self._rows(kind, country, r)
             except (SchemaError, KeyError, ValueError, TypeError) as exc:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported here.
@@ -198,44 +198,65 @@ class Tracker:
                     conn.execute(self._inserts[kind], batch)
             measures.reconcile(conn, versions, notices)
 
-    def _row(self, kind: str, country: str | None, r: Any) -> dict[str, Any]:
+    def _rows(self, kind: str, country: str | None, r: Any) -> list[dict[str, Any]]:
         data = self._codecs[kind].decode(r.value)
         broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
         if kind == "notices":  # the projection: what was sent, not the person
-            return {
-                "country": country,
-                "notice_id": data["notice_id"],
-                "version": data["version"],
-                "action": data["action"],
-                "published_at": data["published_at"],
-                "broker_at": broker_at,
-                "partition": r.partition,
-                "offset": r.offset,
-            }
+            return [
+                {
+                    "country": country,
+                    "notice_id": data["notice_id"],
+                    "version": data["version"],
+                    "action": data["action"],
+                    "published_at": data["published_at"],
+                    "broker_at": broker_at,
+                    "partition": r.partition,
+                    "offset": r.offset,
+                }
+            ]
         if kind == "responses":
             answer = Response.from_avro(data)
-            return {
-                "country": country,
-                "notice_id": answer.notice_id,
-                "answer": answer.answer.value,
-                "text": answer.text,
-                "responder": answer.responder,
-                "at": answer.at,
-                "broker_at": broker_at,
-            }
+            return [
+                {
+                    "country": country,
+                    "notice_id": answer.notice_id,
+                    "answer": answer.answer.value,
+                    "text": answer.text,
+                    "responder": answer.responder,
+                    "at": answer.at,
+                    "broker_at": broker_at,
+                }
+            ]
         # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
         # records are told apart by position, so two bad records of a notice count twice.
         # (Fields straight from the decoded dict: a dataclass per ack costs more than its row.)
         status = AckStatus(data["status"])
-        rejected = status is AckStatus.REJECTED
-        return {
+        position = ""
+        if status is AckStatus.REJECTED:
+            position = f"{data['source_partition']}:{data['source_offset']}"
+        shared = {
             "country": country,
-            "notice_id": data["notice_id"],
-            "version": data["version"],
-            "status": status.value,
-            "position": f"{data['source_partition']}:{data['source_offset']}" if rejected else "",
-            "at": data["at"],
-            "broker_at": broker_at,
             "adapter_id": data["adapter_id"],
+            "position": position,
             "reason": data.get("reason"),
         }
+        times = [(status.value, data["at"], broker_at)]
+        if status is AckStatus.RECORDED and data.get("received_at") is not None:
+            # The RECEIVED this RECORDED stands for, on the broker's timeline: the bureau's
+            # clock may be off, but the interval it measured between the two is not.
+            received = data["received_at"]
+            times.append((AckStatus.RECEIVED.value, received, broker_at - (data["at"] - received)))
+        events = [(data["notice_id"], data["version"])]
+        events += [(e["notice_id"], e["version"]) for e in data.get("also", ())]
+        return [
+            {
+                **shared,
+                "notice_id": notice_id,
+                "version": version,
+                "status": state,
+                "at": at,
+                "broker_at": seen,
+            }
+            for notice_id, version in events
+            for state, at, seen in times
+        ]
