@@ -47,7 +47,7 @@ def fill(url: str) -> int:
             waiting = ci % 50 == 7 and n > NOTICES - 100  # outstanding
             got = at + timedelta(seconds=rng.expovariate(1 / slow))
             done = got + timedelta(seconds=rng.expovariate(1 / slow))
-            # The outcome columns as the tracker keeps them (measures.reconcile).
+            # The outcome columns as the tracker keeps them (notice_bus.reconcile).
             outcome = (None, None) if waiting else (got, done)
             sent_rows.append(
                 (cc, nid, 1, "PUBLISH", at, at, n % 3, n // 3, *outcome, False, False, at, answered)

@@ -15,12 +15,12 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from notice_bus import measures
 from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.errors import ConfigError, TransientError
 from notice_bus.escalation import EscalationResult, Escalator, post_json
 from notice_bus.local_broker import free_port
 from notice_bus.model import Answer, Overdue, Reminder, Response, utcnow
+from notice_bus.reconcile import reconcile
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import ACK, INCIDENT, REMINDER_SENT, RESPONSE, SENT
@@ -108,13 +108,12 @@ def play_recorded(bus: Bus, country: str, notice_id: str, version: int = 1) -> N
     """The country's RECORDED acknowledgement, as the tracker would store it."""
     now = utcnow()
     with bus.tracker.engine.begin() as conn:
-        conn.execute(
-            sa.insert(ACK).values(
-                country=country, notice_id=notice_id, version=version, status="RECORDED",
-                position="", at=now, broker_at=now, adapter_id="test",
-            )
+        row = dict(
+            country=country, notice_id=notice_id, version=version, status="RECORDED",
+            position="", at=now, broker_at=now, adapter_id="test",
         )  # fmt: skip
-        measures.reconcile(conn, [(country, notice_id, version)], [])
+        conn.execute(sa.insert(ACK).values(**row))
+        reconcile(conn, [row], [], [])
 
 
 def answer(settings: Settings, country: str, notice_id: str) -> None:

@@ -1,5 +1,5 @@
-"""The tracker's outcome columns, kept by ``measures.reconcile``, on SQLite and PostgreSQL
-(the two build their key lists differently)."""
+"""The tracker's outcome columns, kept by ``reconcile``, on SQLite and PostgreSQL (the two
+send their keys differently)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from notice_bus import measures
 from notice_bus.db import as_utc, make_engine
+from notice_bus.reconcile import reconcile
 from notice_bus.tables import ACK, RESPONSE, SENT, TRACKER_TABLES
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -62,23 +62,42 @@ def outcome(engine: sa.Engine, cc: str, nid: str, version: int) -> dict[str, Any
 def test_outcomes_whichever_arrives_first(engine: sa.Engine) -> None:
     with engine.begin() as conn:
         # FR: acks of v1 came in a batch before the notice itself was read.
-        conn.execute(sa.insert(ACK), [ack("FR", "2026/1", 1, "RECEIVED", 5)])
-        conn.execute(sa.insert(ACK), [ack("FR", "2026/1", 1, "RECORDED", 6)])
-        measures.reconcile(conn, [("FR", "2026/1", 1)], [])
+        early = [ack("FR", "2026/1", 1, "RECEIVED", 5), ack("FR", "2026/1", 1, "RECORDED", 6)]
+        conn.execute(sa.insert(ACK), early)
+        reconcile(conn, early, [], [])
         conn.execute(sa.insert(SENT), [sent("FR", "2026/1", 1, 1), sent("DE", "2026/1", 1, 1)])
-        measures.reconcile(conn, [("FR", "2026/1", 1), ("DE", "2026/1", 1)], [("FR", "2026/1")])
+        reconcile(conn, [], [("FR", "2026/1", 1), ("DE", "2026/1", 1)], [("FR", "2026/1")])
         # Then v2 and a rejection of it; DE answers.
         conn.execute(sa.insert(SENT), [sent("FR", "2026/1", 2, 10)])
-        conn.execute(sa.insert(ACK), [ack("FR", "2026/1", 2, "REJECTED", 11, "0:2")])
+        refused = [ack("FR", "2026/1", 2, "REJECTED", 11, "0:2")]
+        conn.execute(sa.insert(ACK), refused)
         conn.execute(
             sa.insert(RESPONSE),
             [dict(country="DE", notice_id="2026/1", answer="NO_TRACE", responder="x",
                   at=at(20), broker_at=at(20))],
         )  # fmt: skip
-        measures.reconcile(conn, [("FR", "2026/1", 2)], [("FR", "2026/1"), ("DE", "2026/1")])
+        reconcile(conn, refused, [("FR", "2026/1", 2)], [("FR", "2026/1"), ("DE", "2026/1")])
     v1, v2 = outcome(engine, "FR", "2026/1", 1), outcome(engine, "FR", "2026/1", 2)
     assert (v1["received_at"], v1["recorded_at"], v1["first_at"]) == (at(5), at(6), at(1))
     assert v1["superseded"] and not v1["rejected"]
     assert v2["rejected"] and not v2["superseded"] and v2["recorded_at"] is None
     de = outcome(engine, "DE", "2026/1", 1)
     assert de["answered_at"] == at(20) and de["recorded_at"] is None
+
+
+def test_acks_of_known_versions_keep_the_earliest_time(engine: sa.Engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.insert(SENT), [sent("FR", "2026/2", 1, 1), sent("FR", "2026/3", 1, 1)])
+        reconcile(conn, [], [("FR", "2026/2", 1), ("FR", "2026/3", 1)], [("FR", "2026/2")])
+        reconcile(conn, [ack("FR", "2026/2", 1, "RECORDED", 8)], [], [])
+        # A replay, and the RECEIVED a later RECORDED stands for, dated before it.
+        later = [
+            ack("FR", "2026/2", 1, "RECORDED", 9),
+            ack("FR", "2026/2", 1, "RECORDED", 7),
+            ack("FR", "2026/2", 1, "RECEIVED", 4),
+            ack("FR", "2026/3", 1, "REJECTED", 5, "0:7"),
+        ]
+        reconcile(conn, later, [], [])
+    two, three = outcome(engine, "FR", "2026/2", 1), outcome(engine, "FR", "2026/3", 1)
+    assert (two["received_at"], two["recorded_at"], two["rejected"]) == (at(4), at(7), False)
+    assert three["rejected"] and three["recorded_at"] is None

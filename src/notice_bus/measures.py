@@ -14,28 +14,21 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
-    and_,
     case,
     func,
     literal,
-    literal_column,
-    or_,
     select,
-    tuple_,
-    update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
-from notice_bus.model import AckStatus
-from notice_bus.tables import ACK, RESPONSE, SENT
+from notice_bus.tables import ACK, SENT
 
 Quantiles = dict[str, dict[float, float | None]]
 
@@ -212,94 +205,3 @@ def overdue_answers(
         .group_by(SENT.c.country)
     )
     return {country: n for country, n in conn.execute(query)}
-
-
-def reconcile(
-    conn: Connection, versions: Iterable[tuple[str, str, int]], notices: Iterable[tuple[str, str]]
-) -> None:
-    """Bring the outcome columns of ``tracker_sent`` up to date for the notice versions and
-    notices a batch touched, whichever arrived first: the notice, or its acknowledgement."""
-    versions, notices = list(versions), list(notices)
-    # Each UPDATE joins the acks or answers that exist, so a row is written only when one of
-    # its columns changes (a row version per no-op write was most of the tracker's time).
-    if versions:
-        key = (ACK.c.country, ACK.c.notice_id, ACK.c.version)
-        acked = _among(conn, key, versions)
-        for status, column in (
-            (AckStatus.RECEIVED, "received_at"),
-            (AckStatus.RECORDED, "recorded_at"),
-        ):
-            first = (
-                select(*key, func.min(ACK.c.broker_at).label("at"))
-                .where(acked, ACK.c.status == status.value)
-                .group_by(*key)
-                .subquery()
-            )
-            conn.execute(
-                update(SENT)
-                .where(_same(SENT, first, versions=True), SENT.c[column].is_(None))
-                .values({column: first.c.at})
-            )
-        refused = (
-            select(*key)
-            .where(acked, ACK.c.status == AckStatus.REJECTED.value)
-            .distinct()
-            .subquery()
-        )
-        conn.execute(
-            update(SENT)
-            .where(_same(SENT, refused, versions=True), ~SENT.c.rejected)
-            .values(rejected=True)
-        )
-    if notices:
-        touched = _among(conn, (SENT.c.country, SENT.c.notice_id), notices)
-        other = SENT.alias("other")
-        same_notice = and_(other.c.country == SENT.c.country, other.c.notice_id == SENT.c.notice_id)
-        newer: Select[Any] = select(literal_column("1")).where(
-            same_notice, other.c.version > SENT.c.version
-        )
-        conn.execute(
-            update(SENT).where(touched, ~SENT.c.superseded, newer.exists()).values(superseded=True)
-        )
-        first_at = select(func.min(other.c.broker_at)).where(same_notice).scalar_subquery()
-        conn.execute(
-            update(SENT)
-            .where(touched, or_(SENT.c.first_at.is_(None), SENT.c.first_at > first_at))
-            .values(first_at=first_at)
-        )
-        rkey = (RESPONSE.c.country, RESPONSE.c.notice_id)
-        answered = (
-            select(*rkey, func.min(RESPONSE.c.broker_at).label("at"))
-            .where(_among(conn, rkey, notices))
-            .group_by(*rkey)
-            .subquery()
-        )
-        conn.execute(
-            update(SENT)
-            .where(_same(SENT, answered, versions=False), SENT.c.answered_at.is_(None))
-            .values(answered_at=answered.c.at)
-        )
-
-
-def _same(table: Any, keys: Any, *, versions: bool) -> ColumnElement[bool]:
-    """``table``'s row is the one of ``keys``' row: same country and notice (and version)."""
-    same = [table.c.country == keys.c.country, table.c.notice_id == keys.c.notice_id]
-    if versions:
-        same.append(table.c.version == keys.c.version)
-    return and_(*same)
-
-
-def _among(
-    conn: Connection, columns: Sequence[Any], keys: Sequence[tuple[Any, ...]]
-) -> ColumnElement[bool]:
-    """``columns`` are one of ``keys``. On PostgreSQL the keys travel as one array per column,
-    unnested: the statement text stays the same whatever the batch (a long IN list is
-    rendered anew and parsed on each batch, most of the tracker's time), and the plan is an
-    index lookup per key. Elsewhere, a plain IN list."""
-    if conn.dialect.name != "postgresql":
-        return tuple_(*columns).in_(keys)
-    arrays = [
-        literal([k[i] for k in keys], postgresql.ARRAY(c.type)) for i, c in enumerate(columns)
-    ]
-    rows = func.unnest(*arrays).table_valued(*(c.name for c in columns)).render_derived()
-    return tuple_(*columns).in_(select(*rows.c))

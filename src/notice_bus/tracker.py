@@ -1,10 +1,11 @@
 """HQ's tracker: learns what was sent to every country and what every country made of it.
 
 It reads every country's notices topic (what HQ delivered), acks topic (what the adapter
-did) and responses topic (what the bureau answered), by pattern, so countries added later are
-picked up, and stores them in its database. These topics date records with the broker's clock
-(LogAppendTime), which the report prefers to any bureau's clock. Every ``sample_interval_s`` it
-also samples the countries' consumer groups from the broker side and runs the escalation hook.
+did) and responses topic (what the bureau answered), found by name every few seconds, so
+countries added later are picked up, and stores them in its database. These topics date
+records with the broker's clock (LogAppendTime), which the report prefers to any bureau's
+clock. Every ``sample_interval_s`` it also samples the countries' consumer groups from the
+broker side and runs the escalation hook.
 """
 
 from __future__ import annotations
@@ -17,17 +18,17 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from sqlalchemy import delete, func, insert, select
 
-from notice_bus import measures
 from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
 from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError, TransientError
 from notice_bus.group_health import GroupProbe, Sample
 from notice_bus.model import AckStatus, Response, utcnow
+from notice_bus.reconcile import reconcile
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
@@ -37,6 +38,7 @@ from notice_bus.topics import TopicNames, kafka_config
 log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
 _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
+_LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
 
 
 class Tracker:
@@ -83,14 +85,15 @@ class Tracker:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_poll_records=2000,
-                metadata_max_age_ms=3000,  # notice new countries' topics within seconds
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
             ) from exc
         prefix = re.escape(settings.topic_prefix)
-        self._consumer.subscribe(pattern=f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
+        self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
+        self._topics: set[str] = set()
+        self._next_look = 0.0
 
     def run(self, stop: threading.Event) -> None:
         try:
@@ -103,6 +106,9 @@ class Tracker:
             self.close()
 
     def step(self) -> int:
+        if time.monotonic() >= self._next_look:
+            self._next_look = time.monotonic() + _LOOK_EVERY_S
+            self._take_new_topics()
         batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
         records = [r for part in batch.values() for r in part]
         if not records:
@@ -119,12 +125,31 @@ class Tracker:
             return 0
         return len(records)
 
+    def _take_new_topics(self) -> None:
+        """Assign every partition of the countries' topics, new ones included. The tracker
+        assigns rather than subscribes: it is HQ's only reader of these topics, and a
+        subscription by pattern rejoins its group whenever a topic appears, a join that
+        kafka-python was seen to leave hanging (the tracker then read nothing at all)."""
+        try:
+            topics = {t for t in self._consumer.topics() if self._ours.match(t)}
+        except KafkaError as exc:
+            log.warning("tracker: cannot list topics, keeping %d: %s", len(self._topics), exc)
+            return
+        wanted = [
+            TopicPartition(t, p)
+            for t in sorted(topics)
+            for p in sorted(self._consumer.partitions_for_topic(t) or ())
+        ]
+        if set(wanted) != self._consumer.assignment():
+            self._consumer.assign(wanted)  # positions: committed offsets, else the earliest
+        self._topics = topics
+
     def sample(self) -> dict[str, Sample]:
         """Sample every known country's consumer group, store the samples, run the hook."""
         countries = sorted(
             {
                 c
-                for t in self._consumer.subscription() or ()
+                for t in self._topics
                 if t.startswith(self._names.notices("")) and (c := self._names.country_of(t))
             }
         )
@@ -186,17 +211,14 @@ class Tracker:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported here.
                 log.error("tracker: cannot read %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
-        versions = {
-            (r["country"], r["notice_id"], r["version"])
-            for r in rows["notices"] + rows["acks"]
-            if r["notice_id"]
-        }
+        sent = [(r["country"], r["notice_id"], r["version"]) for r in rows["notices"]]
         notices = {(r["country"], r["notice_id"]) for r in rows["notices"] + rows["responses"]}
+        acks = [r for r in rows["acks"] if r["notice_id"]]
         with transaction(self.engine) as conn:
             for kind, batch in rows.items():
                 if batch:
                     conn.execute(self._inserts[kind], batch)
-            measures.reconcile(conn, versions, notices)
+            reconcile(conn, acks, sent, notices)
 
     def _rows(self, kind: str, country: str | None, r: Any) -> list[dict[str, Any]]:
         data = self._codecs[kind].decode(r.value)
