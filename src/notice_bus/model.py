@@ -68,17 +68,23 @@ class Person:
     images: tuple[str, ...] = ()
 
     def to_avro(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {name: getattr(self, name) for name in _PERSON_FIELDS}
         for name, value in out.items():
             if isinstance(value, tuple):
                 out[name] = list(value)
-        out["arrest_warrants"] = [dataclasses.asdict(w) for w in self.arrest_warrants]
+        out["arrest_warrants"] = [
+            {
+                "issuing_country_id": w.issuing_country_id,
+                "charge": w.charge,
+                "charge_translation": w.charge_translation,
+            }
+            for w in self.arrest_warrants
+        ]
         return out
 
     @classmethod
     def from_avro(cls, data: dict[str, Any]) -> Person:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in _PERSON_FIELDS}
         for name, value in values.items():
             if isinstance(value, list):
                 values[name] = tuple(value)
@@ -91,6 +97,10 @@ class Person:
             for w in data.get("arrest_warrants", ())
         )
         return cls(**values)
+
+
+# Looked up once: dataclasses.fields() per call was a tenth of a bulk load's time.
+_PERSON_FIELDS = tuple(f.name for f in dataclasses.fields(Person))
 
 
 @dataclass(frozen=True, slots=True)
