@@ -133,7 +133,11 @@ class HQ:
                     person=person,
                     updated_at=event.published_at,
                 )
-                known[d.notice_id] = session.merge(row) if current else _added(session, row)
+                if current is None:
+                    session.add(row)
+                else:
+                    row = session.merge(row)
+                known[d.notice_id] = row
                 self._enqueue(session, event, d.target_countries or countries)
                 events.append(event)
         if relay:
@@ -345,8 +349,3 @@ def respond(
     finally:
         producer.close(timeout=10)
     return response
-
-
-def _added(session: Session, row: HQNotice) -> HQNotice:
-    session.add(row)
-    return row

@@ -67,7 +67,7 @@ def _from_batch(conn: Connection, acks: Sequence[Mapping[str, Any]]) -> None:
         if times:
             _set_earliest(conn, column, times)
     if refused:
-        _set_rejected(conn, refused)
+        _reject(conn, _among(conn, (SENT.c.country, SENT.c.notice_id, SENT.c.version), [*refused]))
 
 
 def _set_earliest(conn: Connection, column: str, times: Mapping[Version, datetime]) -> None:
@@ -88,21 +88,6 @@ def _set_earliest(conn: Connection, column: str, times: Mapping[Version, datetim
     conn.execute(
         update(SENT).where(_is_key(), or_(target.is_(None), target > at)).values({column: at}),
         [_bound(k) | {"k_at": t} for k, t in times.items()],
-    )
-
-
-def _set_rejected(conn: Connection, keys: set[Version]) -> None:
-    if conn.dialect.name == "postgresql":
-        v = _unnested(
-            ("country", "notice_id", "version"),
-            (SENT.c.country.type, SENT.c.notice_id.type, SENT.c.version.type),
-            list(keys),
-        )
-        _reject(conn, _same(SENT, v, versions=True))
-        return
-    conn.execute(
-        update(SENT).where(_is_key(), ~SENT.c.rejected).values(rejected=True),
-        [_bound(k) for k in keys],
     )
 
 
