@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from notice_bus.settings import Settings
+from notice_bus.topics import admin_client
+
 RESULTS = Path(__file__).parent / "results.json"
 
 
@@ -54,3 +57,15 @@ def record(figures: dict[str, Any]) -> None:
 
 def say(text: str) -> None:
     print(text, flush=True)
+
+
+def drop_topics(settings: Settings) -> None:
+    """Delete a run's topics: every run then meets a broker that holds one deployment's
+    topics, as in production, not those of every run before it (HQ lists them)."""
+    admin = admin_client(settings)
+    try:
+        mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            admin.delete_topics(mine, timeout_ms=60000)
+    finally:
+        admin.close()

@@ -25,7 +25,7 @@ import psycopg
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.common import say
+from bench.common import drop_topics, say
 from notice_bus.adapter import Adapter
 from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.db import make_engine
@@ -98,6 +98,7 @@ def bootstrap(bootstrap_servers: str, pg_url: str, tmp: Path) -> dict[str, Any]:
     base_url = new_database(pg_url, f"base_{uuid.uuid4().hex[:6]}")
     make_engine(base_url, LOCAL_TABLES).dispose()
     base = raw_load(settings, base_url, queued)
+    drop_topics(settings)
     ours_rate, base_rate = queued / ours, queued / base
     say(
         f"bootstrap of {queued:,} notices into PostgreSQL: {ours_rate:,.0f}/s ({ours:.1f} s);"
@@ -137,7 +138,7 @@ def raw_load(settings: Settings, url: str, expected: int) -> float:
 
 
 def tracker_ingest(bootstrap_servers: str, pg_url: str, countries: list[str]) -> dict[str, Any]:
-    """Two shapes of the same 196 x 250 notices: acknowledged one event per message, as a
+    """Two shapes of the same 196 x 150 notices: acknowledged one event per message, as a
     hub does in live traffic (a poll brings a country one or two records), and in bundles of
     ``BUNDLE`` events, as an adapter catching up does."""
     live = _tracker_run(bootstrap_servers, pg_url, countries, 1)
@@ -157,7 +158,7 @@ BUNDLE = 100
 def _tracker_run(
     bootstrap_servers: str, pg_url: str, countries: list[str], bundle: int
 ) -> dict[str, Any]:
-    per_country = 250
+    per_country = 150
     settings = Settings(
         bootstrap_servers=bootstrap_servers,
         topic_prefix=f"b{uuid.uuid4().hex[:6]}.track.",
@@ -214,6 +215,7 @@ def _tracker_run(
         taken += tracker.step()
     took = time.monotonic() - began
     tracker.close()
+    drop_topics(settings)
     if _count(url, "tracker_ack") != total_acks:
         raise RuntimeError("the tracker did not store every acknowledgement")
     if _count(url, "tracker_sent WHERE recorded_at IS NULL OR received_at IS NULL") != 0:

@@ -31,7 +31,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.common import say
+from bench.common import drop_topics, say
 from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.generate import make_drafts
 from notice_bus.hq import HQ
@@ -165,6 +165,19 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+@contextmanager
+def run_topics(
+    bootstrap: str, tmp: Path, label: str, countries: Sequence[str]
+) -> Iterator[Settings]:
+    """A run's settings, under a prefix of its own, with its countries' topics."""
+    settings = bench_settings(bootstrap, tmp, label)
+    init_topics(settings, countries)
+    try:
+        yield settings
+    finally:
+        drop_topics(settings)
+
+
 def bench_settings(bootstrap: str, tmp: Path, label: str) -> Settings:
     return Settings(
         bootstrap_servers=bootstrap,
@@ -221,98 +234,102 @@ def run_adapters(
     label: str,
 ) -> RunResult:
     """Publish ``notices`` at ``rate`` to ``countries`` served by one host process."""
-    settings = bench_settings(bootstrap, tmp, label)
-    init_topics(settings, countries)
-    watch = AckWatch(settings, countries, decode=True)
-    drafts = make_drafts(notices + 1, seed=len(countries), first_number=50000)
-    with (
-        HQ(settings) as hq,
-        host_process(settings, countries, url_template, tmp / f"{label}.log") as proc,
-    ):
-        # A first notice everyone must record: every adapter is up and has joined its group.
-        began = time.monotonic()
-        warm = drafts.pop(0)
-        hq.publish([warm])
-        missing = watch.wait_for({(c, warm.notice_id) for c in countries}, 300)
-        if missing:
-            raise RuntimeError(f"{label}: {len(missing)} countries never recorded the first notice")
-        say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
-        sent: dict[str, float] = {}
-        calls: list[float] = []
-        for i in paced(len(drafts), rate):
-            sent[drafts[i].notice_id] = time.time()
-            hq.publish([drafts[i]])
-            calls.append(time.time() - sent[drafts[i].notice_id])
-        wanted = {(c, nid) for c in countries for nid in sent}
-        left = watch.wait_for(wanted, 120)
-        rss = peak_rss_mb(proc.pid)
-    watch.close()
-    if proc.returncode not in (0, -15):
-        raise RuntimeError(f"{label}: host exited with {proc.returncode}; see {tmp}/{label}.log")
-    return RunResult(
-        len(countries),
-        latencies(sent, watch, countries),
-        rss,
-        len(left),
-        sent,
-        watch,
-        summary(calls),
-    )
+    with run_topics(bootstrap, tmp, label, countries) as settings:
+        watch = AckWatch(settings, countries, decode=True)
+        drafts = make_drafts(notices + 1, seed=len(countries), first_number=50000)
+        with (
+            HQ(settings) as hq,
+            host_process(settings, countries, url_template, tmp / f"{label}.log") as proc,
+        ):
+            # A first notice everyone must record: every adapter is up and has joined its group.
+            began = time.monotonic()
+            warm = drafts.pop(0)
+            hq.publish([warm])
+            missing = watch.wait_for({(c, warm.notice_id) for c in countries}, 300)
+            if missing:
+                raise RuntimeError(
+                    f"{label}: {len(missing)} countries never recorded the first notice"
+                )
+            say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
+            sent: dict[str, float] = {}
+            calls: list[float] = []
+            for i in paced(len(drafts), rate):
+                sent[drafts[i].notice_id] = time.time()
+                hq.publish([drafts[i]])
+                calls.append(time.time() - sent[drafts[i].notice_id])
+            wanted = {(c, nid) for c in countries for nid in sent}
+            left = watch.wait_for(wanted, 120)
+            rss = peak_rss_mb(proc.pid)
+        watch.close()
+        if proc.returncode not in (0, -15):
+            raise RuntimeError(
+                f"{label}: host exited with {proc.returncode}; see {tmp}/{label}.log"
+            )
+        return RunResult(
+            len(countries),
+            latencies(sent, watch, countries),
+            rss,
+            len(left),
+            sent,
+            watch,
+            summary(calls),
+        )
 
 
 def run_baseline(
     bootstrap: str, countries: Sequence[str], notices: int, rate: float, tmp: Path
 ) -> Latencies:
     """Bare kafka-python: produce -> consume -> produce, over topics laid out as ours."""
-    settings = bench_settings(bootstrap, tmp, "raw")
-    init_topics(settings, countries)
-    names = TopicNames(settings.topic_prefix)
-    watch = AckWatch(settings, countries, decode=False)
-    payload = os.urandom(1200)  # about an encoded notice
-    stop = threading.Event()
-    relay_ready = threading.Event()
+    with run_topics(bootstrap, tmp, "raw", countries) as settings:
+        names = TopicNames(settings.topic_prefix)
+        watch = AckWatch(settings, countries, decode=False)
+        payload = os.urandom(1200)  # about an encoded notice
+        stop = threading.Event()
+        relay_ready = threading.Event()
 
-    def relay() -> None:
-        consumer = KafkaConsumer(**kafka_config(settings, "raw-relay"), enable_auto_commit=False)
-        producer = KafkaProducer(**kafka_config(settings, "raw-relay"), linger_ms=5)
-        tps = [TopicPartition(names.notices(c), 0) for c in countries]
-        consumer.assign(tps)
-        consumer.seek_to_end()
-        for tp in tps:
-            consumer.position(tp)
-        relay_ready.set()
-        while not stop.is_set():
-            for records in consumer.poll(timeout_ms=200).values():
-                for r in records:
-                    cc = names.country_of(r.topic) or ""
-                    producer.send(names.acks(cc), key=r.key, value=b"RECORDED")
-            producer.flush()
-        producer.close()
-        consumer.close()
+        def relay() -> None:
+            consumer = KafkaConsumer(
+                **kafka_config(settings, "raw-relay"), enable_auto_commit=False
+            )
+            producer = KafkaProducer(**kafka_config(settings, "raw-relay"), linger_ms=5)
+            tps = [TopicPartition(names.notices(c), 0) for c in countries]
+            consumer.assign(tps)
+            consumer.seek_to_end()
+            for tp in tps:
+                consumer.position(tp)
+            relay_ready.set()
+            while not stop.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    for r in records:
+                        cc = names.country_of(r.topic) or ""
+                        producer.send(names.acks(cc), key=r.key, value=b"RECORDED")
+                producer.flush()
+            producer.close()
+            consumer.close()
 
-    thread = threading.Thread(target=relay, daemon=True)
-    thread.start()
-    relay_ready.wait(60)
-    producer = KafkaProducer(**kafka_config(settings, "raw-hq"), linger_ms=5, acks="all")
-    # As for our adapters, a first round trip nobody times: both producers learn the
-    # metadata of every topic (one round trip per new topic in kafka-python).
-    for c in countries:
-        producer.send(names.notices(c), key=b"raw/warm", value=payload)
-    producer.flush()
-    if watch.wait_for({(c, "raw/warm") for c in countries}, 300):
-        raise RuntimeError("baseline: the relay never answered the first round")
-    sent: dict[str, float] = {}
-    for i in paced(notices, rate):
-        nid = f"raw/{i}"
-        sent[nid] = time.time()
+        thread = threading.Thread(target=relay, daemon=True)
+        thread.start()
+        relay_ready.wait(60)
+        producer = KafkaProducer(**kafka_config(settings, "raw-hq"), linger_ms=5, acks="all")
+        # As for our adapters, a first round trip nobody times: both producers learn the
+        # metadata of every topic (one round trip per new topic in kafka-python).
         for c in countries:
-            producer.send(names.notices(c), key=nid.encode(), value=payload)
+            producer.send(names.notices(c), key=b"raw/warm", value=payload)
         producer.flush()
-    left = watch.wait_for({(c, nid) for c in countries for nid in sent}, 60)
-    stop.set()
-    thread.join(30)
-    producer.close()
-    watch.close()
-    if left:
-        raise RuntimeError(f"baseline: {len(left)} replies never came back")
-    return latencies(sent, watch, countries)
+        if watch.wait_for({(c, "raw/warm") for c in countries}, 300):
+            raise RuntimeError("baseline: the relay never answered the first round")
+        sent: dict[str, float] = {}
+        for i in paced(notices, rate):
+            nid = f"raw/{i}"
+            sent[nid] = time.time()
+            for c in countries:
+                producer.send(names.notices(c), key=nid.encode(), value=payload)
+            producer.flush()
+        left = watch.wait_for({(c, nid) for c in countries for nid in sent}, 60)
+        stop.set()
+        thread.join(30)
+        producer.close()
+        watch.close()
+        if left:
+            raise RuntimeError(f"baseline: {len(left)} replies never came back")
+        return latencies(sent, watch, countries)

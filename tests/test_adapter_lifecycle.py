@@ -147,6 +147,32 @@ def test_notices_published_before_any_country_joined_wait_for_its_bootstrap(
     bus.pump(lambda: len(local_state(url)) == 5)
 
 
+def test_a_country_registered_while_hq_held_an_old_list_gets_the_broadcasts_it_missed(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR"], country_refresh_s=1.0)
+    bus.hq.publish([draft("2026/100")])  # HQ now holds the list [FR] for a second
+    init_topics(bus.settings, ["NG"])
+    bus.hq.publish([draft("2026/101")])  # made with the old list: sent to FR only
+    bus.hq.cancel("2026/100", "arrested")
+    time.sleep(1.1)
+    bus.hq.publish([draft("2026/102")])  # HQ looks again, finds NG and catches it up
+    init_topics(bus.settings, ["SN"])
+    bus.hq.publish([draft("2026/103")])
+    bus.hq.close()  # closing looks once more: SN gets what went out since HQ's last look
+    new = {"2026/101", "2026/102", "2026/103"}
+    for cc, want in (("NG", new), ("SN", {"2026/102", "2026/103"})):
+        url = f"sqlite:///{tmp_path}/{cc}.db"
+        bus.adapter(cc, url)
+        bus.pump(lambda url=url, want=want: active(url) == want)
+    # NG was sent the cancel of 2026/100, never the notice: it is held as withdrawn.
+    assert local_state(f"sqlite:///{tmp_path}/NG.db")["2026/100"] == (2, "WITHDRAWN")
+
+
+def active(url: str) -> set[str]:
+    return {n for n, (_, status) in local_state(url).items() if status == "ACTIVE"}
+
+
 def test_a_bureau_rebuilds_its_local_copy_from_the_topic(
     make_bus: Callable[..., Bus], new_postgres_db: Callable[[], str]
 ) -> None:

@@ -5,12 +5,19 @@ database transaction; the relay then sends the outbox rows with the idempotent p
 (acks=all) and marks them sent. A crash between the two leaves rows unsent, and the next relay
 (any later call, or ``notice-bus relay``) sends them: nothing is lost, and a row sent twice is
 the same notice version, which every consumer takes in once.
+
+HQ keeps its list of registered countries for ``country_refresh_s`` rather than listing every
+topic on each call. A country registered meanwhile misses the broadcasts made with the old
+list, so HQ remembers those broadcasts until its next look at the broker (at the latest when
+it is closed) and sends them to every country that look finds new. Together with the
+newcomer's bootstrap, a country registered at any moment gets every broadcast.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -24,7 +31,7 @@ from sqlmodel import Session, col
 
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import make_engine, transaction, translate_errors
-from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice
+from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice, NoticeBusError
 from notice_bus.model import Action, Answer, NoticeEvent, Person, Response, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
@@ -88,12 +95,18 @@ class HQ:
         self._codec = AvroCodec(load_schema("notice_event"), store)
         self._producer: Any = None
         self._admin: Any = None
+        self._known: list[str] | None = None
+        self._looked_at = 0.0
+        self._broadcasts: list[tuple[NoticeEvent, bytes]] = []  # made with the current list
 
     def publish(self, drafts: Iterable[Draft], *, relay: bool = True) -> list[NoticeEvent]:
         """Publish new notices and update existing ones. A draft identical to the current
         version of its notice is skipped. Nothing is written unless every draft is acceptable."""
         drafts = list(drafts)
         countries = self._countries()
+        wanted = {cc for d in drafts for cc in d.target_countries}
+        if not wanted <= set(countries):  # perhaps registered since the last look
+            countries = self._countries(fresh=True)
         for d in drafts:
             unknown = sorted(set(d.target_countries) - set(countries))
             if unknown:
@@ -103,6 +116,7 @@ class HQ:
                     notice_id=d.notice_id,
                 )
         events: list[NoticeEvent] = []
+        broadcasts: list[tuple[NoticeEvent, bytes]] = []
         with self._session() as session:
             known = self._current(session, [d.notice_id for d in drafts])
             for d in drafts:
@@ -138,8 +152,11 @@ class HQ:
                 else:
                     row = session.merge(row)
                 known[d.notice_id] = row
-                self._enqueue(session, event, d.target_countries or countries)
+                payload = self._enqueue(session, event, d.target_countries or countries)
+                if not d.target_countries:
+                    broadcasts.append((event, payload))
                 events.append(event)
+        self._broadcasts += broadcasts  # committed: remembered for a newcomer
         if relay:
             self.relay()
         return events
@@ -160,6 +177,7 @@ class HQ:
             check_notice_id(notice_id)
         except InvalidNotice as exc:
             raise InvalidNotice(exc.reason, field=exc.field, notice_id=notice_id) from None
+        countries = self._countries()
         with self._session() as session:
             current = session.get(HQNotice, notice_id)
             if current is None:
@@ -178,8 +196,9 @@ class HQ:
             current.version, current.status = event.version, WITHDRAWN
             current.updated_at = event.published_at
             session.add(current)
-            targets = current.target_countries or self._countries()
-            self._enqueue(session, event, targets)
+            payload = self._enqueue(session, event, current.target_countries or countries)
+        if not event.target_countries:
+            self._broadcasts.append((event, payload))
         if relay:
             self.relay()
         return event
@@ -187,7 +206,7 @@ class HQ:
     def bootstrap(self, country: str, *, relay: bool = True) -> int:
         """Send ``country`` (which joined late) the current version of every active notice
         meant for it; cancelled notices are not sent. Returns how many were queued."""
-        if country not in self._countries():
+        if country not in self._countries(fresh=True, bootstrapping=country):
             raise HQStateError(f"{country} has no topic; run `notice-bus topics init` first")
         queued = 0
         with self._session() as session:
@@ -244,10 +263,24 @@ class HQ:
             return len(conn.execute(select(_OUTBOX.c.id).where(_OUTBOX.c.sent_at.is_(None))).all())
 
     def close(self) -> None:
+        if self._broadcasts:  # a country registered since the last look must not miss them
+            try:
+                before = self._known
+                if self._countries(fresh=True) != before:
+                    self.relay()
+            except NoticeBusError as exc:
+                log.error(
+                    "HQ could not check for newly registered countries before closing (%s);"
+                    " run `notice-bus bootstrap` for any country registered in the last %g s",
+                    exc,
+                    self.settings.country_refresh_s,
+                )
         if self._admin is not None:
             self._admin.close()
+            self._admin = None
         if self._producer is not None:
             self._producer.close(timeout=10)
+            self._producer = None
         self.engine.dispose()
 
     def __enter__(self) -> HQ:
@@ -266,20 +299,47 @@ class HQ:
         ):
             yield session
 
-    def _countries(self) -> list[str]:
-        """Registered countries, asked of the broker every time (a country registered a
-        second ago gets the next broadcast) over one admin connection kept open."""
+    def _countries(self, *, fresh: bool = False, bootstrapping: str = "") -> list[str]:
+        """Registered countries, asked of the broker over one admin connection kept open when
+        the list is older than ``country_refresh_s`` (or ``fresh`` is asked for). Countries
+        found new get the latest version of each broadcast made with the old list (a cancel,
+        not the notice it withdrew), in their own transaction; ``bootstrapping`` does not,
+        as the bootstrap that follows sends it everything committed so far."""
+        due = time.monotonic() - self._looked_at >= self.settings.country_refresh_s
+        if self._known is not None and not (fresh or due):
+            return self._known
         if self._admin is None:
             self._admin = admin_client(self.settings)
         try:
-            return registered_countries(self.settings, self._admin)
+            countries = registered_countries(self.settings, self._admin)
         except BrokerUnavailable:
             self._admin.close()
             self._admin = None  # a fresh connection next time
             raise
+        known = countries if self._known is None else self._known
+        added = sorted(set(countries) - set(known) - {bootstrapping})
+        latest = {event.notice_id: (event, payload) for event, payload in self._broadcasts}
+        if added and latest:
+            with self._session() as session:
+                for event, payload in latest.values():
+                    self._enqueue(session, event, added, payload)
+            log.info(
+                "sent %d recent broadcasts to %s, registered meanwhile",
+                len(latest),
+                ", ".join(added),
+            )
+        self._known, self._looked_at, self._broadcasts = countries, time.monotonic(), []
+        return countries
 
-    def _enqueue(self, session: Session, event: NoticeEvent, countries: Sequence[str]) -> None:
-        payload = self._codec.encode(event.to_avro())
+    def _enqueue(
+        self,
+        session: Session,
+        event: NoticeEvent,
+        countries: Sequence[str],
+        payload: bytes | None = None,
+    ) -> bytes:
+        if payload is None:
+            payload = self._codec.encode(event.to_avro())
         # One multi-row insert: a broadcast is ~200 rows, too many for ORM objects at 2/s.
         rows = [
             {
@@ -292,6 +352,7 @@ class HQ:
         ]
         if rows:  # no country registered yet: the notice waits at HQ for their bootstrap
             session.execute(insert(_OUTBOX), rows)
+        return payload
 
     def _send(self, rows: Sequence[Any]) -> None:
         try:

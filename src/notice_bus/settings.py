@@ -32,6 +32,9 @@ class Settings:
     replication_factor: int = 1
     hq_database_url: str = f"sqlite:///{STATE_DIR}/hq.db"
     tracker_database_url: str = f"sqlite:///{STATE_DIR}/tracker.db"
+    #: How long HQ keeps its list of registered countries before asking the broker again
+    #: (listing every topic costs ~0.1 ms a topic); see HQ for how a newcomer catches up.
+    country_refresh_s: float = 10.0
     #: Largest number of records an adapter writes in one transaction.
     batch_size: int = 500
     poll_timeout_ms: int = 500
