@@ -55,8 +55,13 @@ def record(figures: dict[str, Any]) -> None:
     RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+_STARTED = time.monotonic()
+
+
 def say(text: str) -> None:
-    print(text, flush=True)
+    """Print a line, stamped with the minutes and seconds since the benchmarks began."""
+    m, s = divmod(int(time.monotonic() - _STARTED), 60)
+    print(f"[{m:02d}:{s:02d}] {text}", flush=True)
 
 
 def drop_topics(settings: Settings) -> None:

@@ -60,8 +60,8 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 @dataclass
 class Latencies:
     """Seconds per (country, notice), with the overall and the worst country's summaries;
-    ``hq`` (publish call -> notice on the broker) and ``adapter`` (notice on the broker ->
-    RECORDED on the broker) are its two parts."""
+    ``hq`` (HQ's publish call, which returns once the broker has every country's copy) and
+    ``adapter`` (from then to the RECORDED on the broker) are its two parts."""
 
     by_country: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     hq: list[float] = field(default_factory=list)
@@ -77,22 +77,18 @@ class Latencies:
 
 class AckWatch:
     """Reads every acks topic of a prefix and keeps the broker time of each RECORDED ack
-    (or of every reply, for the raw baseline): {(country, notice_id): seconds}. It reads the
-    notices topics too, for the time each notice reached the broker (``arrived``), which
-    splits a latency into HQ's part and the adapter's."""
+    (or of every reply, for the raw baseline): {(country, notice_id): seconds}. It shares
+    the machine with what it measures, so it reads nothing else."""
 
     def __init__(self, settings: Settings, countries: Sequence[str], decode: bool) -> None:
         names = TopicNames(settings.topic_prefix)
         self._topics = {names.acks(c): c for c in countries}
-        self._notices = {names.notices(c): c for c in countries}
-        self.arrived: dict[tuple[str, str], float] = {}
         self._codec = AvroCodec(load_schema("ack"), KafkaSchemaStore(settings)) if decode else None
         self.seen: dict[tuple[str, str], float] = {}
         self._consumer = KafkaConsumer(
             **kafka_config(settings, "bench-acks"), enable_auto_commit=False
         )
-        topics = [*self._topics, *self._notices]
-        tps = [TopicPartition(t, p) for t in topics for p in range(settings.partitions)]
+        tps = [TopicPartition(t, p) for t in self._topics for p in range(settings.partitions)]
         self._consumer.assign(tps)
         self._consumer.seek_to_end()
         for tp in tps:  # resolve the positions now, before anything is published
@@ -105,10 +101,6 @@ class AckWatch:
         while not self._stop.is_set():
             for records in self._consumer.poll(timeout_ms=200).values():
                 for r in records:
-                    if r.topic in self._notices:
-                        key = (self._notices[r.topic], r.key.decode())
-                        self.arrived.setdefault(key, r.timestamp / 1000)
-                        continue
                     country = self._topics[r.topic]
                     ids = [r.key.decode()]
                     if self._codec is not None:
@@ -142,18 +134,24 @@ def paced(count: int, rate: float) -> Iterator[int]:
         yield i
 
 
-def latencies(sent: dict[str, float], watch: AckWatch, countries: Sequence[str]) -> Latencies:
+def latencies(
+    sent: dict[str, float],
+    watch: AckWatch,
+    countries: Sequence[str],
+    calls: dict[str, float] | None = None,
+) -> Latencies:
+    """``sent``: when each publish call began; ``calls``: how long each took."""
     out = Latencies()
+    if calls:
+        out.hq = list(calls.values())
     for cc in countries:
         for nid, at in sent.items():
             done = watch.seen.get((cc, nid))
             if done is None:
                 continue
             out.by_country[cc].append(done - at)
-            arrived = watch.arrived.get((cc, nid))
-            if arrived is not None:
-                out.hq.append(arrived - at)
-                out.adapter.append(done - arrived)
+            if calls and nid in calls:
+                out.adapter.append(done - at - calls[nid])
     return out
 
 
@@ -252,11 +250,11 @@ def run_adapters(
                 )
             say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
             sent: dict[str, float] = {}
-            calls: list[float] = []
+            calls: dict[str, float] = {}
             for i in paced(len(drafts), rate):
                 sent[drafts[i].notice_id] = time.time()
                 hq.publish([drafts[i]])
-                calls.append(time.time() - sent[drafts[i].notice_id])
+                calls[drafts[i].notice_id] = time.time() - sent[drafts[i].notice_id]
             wanted = {(c, nid) for c in countries for nid in sent}
             left = watch.wait_for(wanted, 120)
             rss = peak_rss_mb(proc.pid)
@@ -267,12 +265,12 @@ def run_adapters(
             )
         return RunResult(
             len(countries),
-            latencies(sent, watch, countries),
+            latencies(sent, watch, countries, calls),
             rss,
             len(left),
             sent,
             watch,
-            summary(calls),
+            summary(list(calls.values())),
         )
 
 

@@ -33,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
@@ -46,7 +47,7 @@ from notice_bus.errors import (
     LocalSystemUnavailable,
     TransientError,
 )
-from notice_bus.lane import Batch, Lane
+from notice_bus.lane import Batch, Lane, write_all
 from notice_bus.metrics import AdapterMetrics
 from notice_bus.model import utcnow
 from notice_bus.retry import retrying
@@ -58,6 +59,7 @@ from notice_bus.topics import TopicNames, kafka_config
 log = logging.getLogger("notice_bus.adapter")
 
 Clock = Callable[[], datetime]
+_WRITERS = 8  # a hub's lanes writing at once: enough to overlap waits on the local systems
 
 
 def group_id(settings: Settings, country: str) -> str:
@@ -142,7 +144,8 @@ class Adapter:
         self._committer = Committer(self._consumer, producer)
         self.metrics = metrics or AdapterMetrics()
         self._lanes: dict[str, Lane] = {}  # by topic: notices and reminders of each country
-        for country, sink in sinks.items():
+        answers_every_s = max(1.0, len(sinks) / 10)
+        for i, (country, sink) in enumerate(sinks.items()):
             lane = Lane(
                 country,
                 sink,
@@ -152,11 +155,18 @@ class Adapter:
                 adapter_id=self.adapter_id,
                 clock=clock,
                 # Answers are due in hours; a hub of many countries looks for them less often
-                # than once a second each, which would be a query per country per second.
-                answers_every_s=max(1.0, len(sinks) / 40),
+                # than once a second each (a query per country per second): 196 countries
+                # look every 20 s, ten queries a second, spread out rather than all at once.
+                answers_every_s=answers_every_s,
+                answers_first_after_s=answers_every_s * i / len(sinks),
             )
             self._lanes.update(dict.fromkeys(lane.topics, lane))
         self.lanes = list(dict.fromkeys(self._lanes.values()))  # one per country
+        self._pool = (
+            ThreadPoolExecutor(min(_WRITERS, len(sinks)), thread_name_prefix="notice-bus-write")
+            if len(sinks) > 1
+            else None
+        )
         # Knowing the topics' partitions before joining lets this member, if it leads the
         # group, assign them at once; it is also where a missing topic is noticed.
         missing = [t for t in self._lanes if not self._consumer.partitions_for_topic(t)]
@@ -203,15 +213,15 @@ class Adapter:
                 lane = self._lanes[tp.topic]
                 lanes[lane.country] = lane
                 batches.setdefault(lane.country, Batch([])).records.extend(records)
-            for country, batch in batches.items():
-                lane = lanes[country]
+            work = [(lanes[country], batch) for country, batch in batches.items()]
+            for lane, batch in work:
                 lane.take_in(batch)
-                try:
-                    lane.write(batch, self._flush)
-                except LocalSystemUnavailable as exc:
-                    self._hold(lane, batch, exc)
-                    continue
-                written.append((lane, batch))
+            outcomes = write_all(work, self._flush, self._pool)
+            for (lane, batch), away in zip(work, outcomes, strict=True):
+                if away is not None:
+                    self._hold(lane, batch, away)
+                else:
+                    written.append((lane, batch))
             self._finish(written)
         except TransientError as exc:
             self._abandon([b for c, b in batches.items() if lanes[c].held is not b], exc)
@@ -238,6 +248,8 @@ class Adapter:
             if self._owns_producer:
                 self._producer.close(timeout=10)
             self._consumer.close()
+            if self._pool is not None:
+                self._pool.shutdown()
             for lane in self.lanes:
                 lane.sink.close()
 

@@ -30,6 +30,7 @@ class BureauChannel:
         store: SchemaStore,
         *,
         every_s: float = 1.0,
+        first_after_s: float = 0.0,
     ) -> None:
         self._producer = producer
         self._country = country
@@ -38,7 +39,7 @@ class BureauChannel:
         self._reminders = AvroCodec(load_schema("reminder"), store)
         self._responses = AvroCodec(load_schema("response"), store)
         self._every_s = every_s
-        self._next = 0.0
+        self._next = time.monotonic() + first_after_s
 
     def surface(self, sink: Sink, record: Any) -> None:
         """Hand a reminder record to the local system. A reminder that cannot be read is

@@ -27,11 +27,12 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
-def make_engine(url: str, tables: Sequence[Any] = ()) -> Engine:
+def make_engine(url: str, tables: Sequence[Any] = (), *, ping: bool = True) -> Engine:
     """An engine for ``url`` with ``tables`` created when missing.
 
     SQLite files get their folder created and run in WAL mode, so a reader (``report``) does
-    not block the writer (``tracker``).
+    not block the writer (``tracker``). ``ping`` tests a pooled connection before each use
+    (a round trip); code that retries a lost connection anyway can do without it.
     """
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
@@ -43,7 +44,7 @@ def make_engine(url: str, tables: Sequence[Any] = ()) -> Engine:
         else:
             # A host that drops packets must not block a write for the OS's TCP timeout.
             args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
-            engine = create_engine(url, pool_pre_ping=True, connect_args=args)
+            engine = create_engine(url, pool_pre_ping=ping, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"bad database URL {redact(url)}: {exc}") from exc
     if tables:

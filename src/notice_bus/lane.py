@@ -9,7 +9,8 @@ system is away. Lanes do not share state, so one country's refusals or outage st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,7 +18,13 @@ from typing import Any
 from notice_bus.acknowledger import Acknowledger
 from notice_bus.bureau_channel import BureauChannel
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
-from notice_bus.errors import InvalidMessage, InvalidNotice, LocalSystemRejected, SchemaError
+from notice_bus.errors import (
+    InvalidMessage,
+    InvalidNotice,
+    LocalSystemRejected,
+    LocalSystemUnavailable,
+    SchemaError,
+)
 from notice_bus.model import AckStatus, NoticeEvent
 from notice_bus.sink import Sink
 from notice_bus.topics import TopicNames
@@ -59,6 +66,7 @@ class Lane:
         adapter_id: str,
         clock: Callable[[], datetime],
         answers_every_s: float = 1.0,
+        answers_first_after_s: float = 0.0,
     ) -> None:
         self.country = country
         self.sink = sink
@@ -67,7 +75,14 @@ class Lane:
         self._events = AvroCodec(load_schema("notice_event"), store)
         acks = AvroCodec(load_schema("ack"), store)
         self.say = Acknowledger(producer, names, country, adapter_id, acks, clock)
-        self.channel = BureauChannel(producer, names, country, store, every_s=answers_every_s)
+        self.channel = BureauChannel(
+            producer,
+            names,
+            country,
+            store,
+            every_s=answers_every_s,
+            first_after_s=answers_first_after_s,
+        )
         self.held: Batch | None = None  # a batch waiting for the local system
 
     @property
@@ -160,6 +175,33 @@ class Lane:
             offset=record.offset,
             key=_key(record),
         )
+
+
+def write_all(
+    work: Sequence[tuple[Lane, Batch]],
+    flush: Callable[[Sink], None],
+    pool: Executor | None,
+) -> list[LocalSystemUnavailable | None]:
+    """Write each lane's batch; returns, in order, the LocalSystemUnavailable each raised.
+
+    With a pool the lanes write side by side: a hub's local systems are independent, and a
+    write mostly waits on its system. Every write has ended when this returns or raises
+    (any other error, the first in order), so none is running when the adapter acts.
+    """
+
+    def one(item: tuple[Lane, Batch]) -> LocalSystemUnavailable | None:
+        lane, batch = item
+        try:
+            lane.write(batch, flush)
+        except LocalSystemUnavailable as exc:
+            return exc
+        return None
+
+    if pool is None or len(work) < 2:
+        return [one(item) for item in work]
+    futures = [pool.submit(one, item) for item in work]
+    wait(futures)
+    return [f.result() for f in futures]
 
 
 def _key(record: Any) -> str | None:

@@ -41,7 +41,8 @@ class SqlSink(BufferedSink):
 
     def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
         super().__init__()
-        self.engine = make_engine(database_url, LOCAL_TABLES)
+        # No ping before each write: a lost connection fails the write, which is retried.
+        self.engine = make_engine(database_url, LOCAL_TABLES, ping=False)
         self._clock = clock
         insert = dialect_insert(self.engine)
         stmt = insert(_TABLE)
