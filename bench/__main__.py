@@ -23,7 +23,7 @@ from bench.report_bench import country_codes
 from notice_bus.local_broker import LocalBroker
 
 NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # at 196 countries, PostgreSQL
-SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "60"))  # other runs and the baseline
+SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # other runs and the baseline
 RATE = 2.0  # notices per second
 
 

@@ -72,5 +72,6 @@ def drop_topics(settings: Settings) -> None:
         mine = [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
         if mine:
             admin.delete_topics(mine, timeout_ms=60000)
+            time.sleep(5)  # the broker removes their files now, not during the next run
     finally:
         admin.close()

@@ -221,6 +221,9 @@ class LocalBroker:
                     # Topics are made on purpose (topics init); a typo must not make one.
                     "auto.create.topics.enable=false",
                     "log.cleaner.dedupe.buffer.size=16777216",
+                    # Deleted topics' files go at once, not a minute later, when the work of
+                    # removing hundreds of them would land in the middle of the next test.
+                    "log.segment.delete.delay.ms=1000",
                     "",
                 ]
             )
