@@ -36,7 +36,7 @@ from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink, _row
 from notice_bus.tables import LOCAL_TABLES, RED_NOTICE
-from notice_bus.topics import TopicNames, init_topics, kafka_config
+from notice_bus.topics import TopicNames, announce_topics, init_topics, kafka_config
 from notice_bus.tracker import Tracker
 
 CORPUS = 58_000
@@ -170,6 +170,7 @@ def _tracker_run(
     events = AvroCodec(load_schema("notice_event"), store)
     acks = AvroCodec(load_schema("ack"), store)
     producer = KafkaProducer(**kafka_config(settings, "bench-fill"), linger_ms=20)
+    announce_topics(producer, [t for c in countries for t in (names.notices(c), names.acks(c))])
     began = time.monotonic()
     drafts = make_drafts(per_country, first_number=200000)
     now = utcnow()

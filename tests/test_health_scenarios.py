@@ -16,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from notice_bus.adapter import Adapter
+from notice_bus.bureau_channel import respond
 from notice_bus.demo import SlowSink
-from notice_bus.hq import HQ, respond
+from notice_bus.hq import HQ
 from notice_bus.metrics import AdapterMetrics, ReportCollector, serve
 from notice_bus.model import Answer, utcnow
 from notice_bus.report import CountryReport, Status, build_report, to_json

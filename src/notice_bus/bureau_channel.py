@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError
-from notice_bus.model import Reminder, Response
+from notice_bus.model import Answer, Reminder, Response, utcnow
+from notice_bus.schema_registry import KafkaSchemaStore
+from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames
+from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.validation import check_notice_id
 
 log = logging.getLogger("notice_bus.adapter")
 
@@ -101,3 +106,36 @@ def send(
             f.get(timeout=30)
     except KafkaError as exc:
         raise BrokerUnavailable(f"answers not confirmed: {exc}") from exc
+
+
+def respond(
+    settings: Settings,
+    country: str,
+    notice_id: str,
+    answer: Answer,
+    text: str | None = None,
+    responder: str = "officer",
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> Response:
+    """Send a bureau's answer to a notice on the country's responses topic."""
+    check_notice_id(notice_id)
+    response = Response(country, notice_id, answer, clock(), responder, text)
+    codec = AvroCodec(load_schema("response"), KafkaSchemaStore(settings))
+    try:
+        producer = KafkaProducer(**kafka_config(settings, "notice-bus-respond"), acks="all")
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
+        ) from exc
+    try:
+        send(
+            producer,
+            codec,
+            TopicNames(settings.topic_prefix).responses(country),
+            [response],
+            country,
+        )
+    finally:
+        producer.close(timeout=10)
+    return response

@@ -234,7 +234,7 @@ def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_respond(args: argparse.Namespace, settings: Settings) -> int:
-    from notice_bus.hq import respond
+    from notice_bus.bureau_channel import respond
     from notice_bus.model import Answer
     from notice_bus.topics import parse_countries
 

@@ -32,7 +32,7 @@ from sqlmodel import Session, col
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import make_engine, transaction, translate_errors
 from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice, NoticeBusError
-from notice_bus.model import Action, Answer, NoticeEvent, Person, Response, utcnow
+from notice_bus.model import Action, NoticeEvent, Person, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import (
@@ -43,7 +43,13 @@ from notice_bus.tables import (
     WITHDRAWN,
     HQNotice,
 )
-from notice_bus.topics import TopicNames, admin_client, kafka_config, registered_countries
+from notice_bus.topics import (
+    TopicNames,
+    admin_client,
+    announce_topics,
+    kafka_config,
+    registered_countries,
+)
 from notice_bus.validation import Draft, check_notice_id, parse_draft
 
 log = logging.getLogger("notice_bus.hq")
@@ -364,6 +370,7 @@ class HQ:
                     linger_ms=5,
                     max_block_ms=30000,
                 )
+            announce_topics(self._producer, {r.topic for r in rows})
             futures = [
                 self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows
             ]
@@ -375,38 +382,3 @@ class HQ:
                 f"sending to Kafka at {self.settings.bootstrap_servers} failed ({exc}); the"
                 " notices are kept in HQ's outbox and go out with the next `notice-bus relay`"
             ) from exc
-
-
-def respond(
-    settings: Settings,
-    country: str,
-    notice_id: str,
-    answer: Answer,
-    text: str | None = None,
-    responder: str = "officer",
-    *,
-    clock: Callable[[], datetime] = utcnow,
-) -> Response:
-    """Send a bureau's answer to a notice on the country's responses topic."""
-    from notice_bus.bureau_channel import send
-
-    check_notice_id(notice_id)
-    response = Response(country, notice_id, answer, clock(), responder, text)
-    codec = AvroCodec(load_schema("response"), KafkaSchemaStore(settings))
-    try:
-        producer = KafkaProducer(**kafka_config(settings, "notice-bus-respond"), acks="all")
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from exc
-    try:
-        send(
-            producer,
-            codec,
-            TopicNames(settings.topic_prefix).responses(country),
-            [response],
-            country,
-        )
-    finally:
-        producer.close(timeout=10)
-    return response

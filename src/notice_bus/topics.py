@@ -83,6 +83,20 @@ def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap_servers.split(","), "client_id": client_id}
 
 
+def announce_topics(producer: Any, topics: Iterable[str]) -> None:
+    """Tell ``producer`` of every topic it is about to write to, so that one metadata request
+    covers them all. kafka-python otherwise asks for each new topic on its first send and
+    waits for the answer: ~0.1 s a topic, 20 s for a first broadcast to 196 countries.
+    Uses the producer's sender (kafka-python 3.0 has no public call for this); without one,
+    the sends ask topic by topic as before."""
+    sender = getattr(producer, "_sender", None)
+    add = getattr(sender, "add_topic", None)
+    if add is None:
+        return
+    for topic in topics:
+        add(topic)
+
+
 def admin_client(settings: Settings) -> Any:
     try:
         return KafkaAdminClient(**kafka_config(settings, "notice-bus-admin"))
