@@ -330,7 +330,7 @@ class HQ:
                 for event, payload in latest.values():
                     self._enqueue(session, event, added, payload)
             log.info(
-                "sent %d recent broadcasts to %s, registered meanwhile",
+                "queued %d recent broadcasts for %s, registered meanwhile",
                 len(latest),
                 ", ".join(added),
             )
