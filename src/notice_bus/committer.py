@@ -39,6 +39,9 @@ class Committer:
         self._consumer = consumer
         self._producer = producer
         self._waiting: deque[_Done] = deque()
+        # Committed asynchronously and not yet made sure of: an adapter closing right after
+        # an asynchronous commit would otherwise leave without it (kafka-python drops it).
+        self._unsure: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def add(self, records: Sequence[Any], said: Sequence[Any], then: Callable[[], None]) -> None:
         offsets: dict[TopicPartition, int] = {}
@@ -69,6 +72,8 @@ class Committer:
                 raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
             done.append(self._waiting.popleft())
         if not done:
+            if wait and self._unsure:
+                self._commit({}, wait=True)
             return
         offsets = {tp: off for d in done for tp, off in d.offsets.items()}
         self._commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}, wait)
@@ -82,19 +87,23 @@ class Committer:
             for tp, off in d.first.items():
                 first.setdefault(tp, off)
         self._waiting.clear()
+        self._unsure = {}
         return first
 
     def _commit(self, offsets: dict[TopicPartition, OffsetAndMetadata], wait: bool) -> None:
         try:
             if wait:
-                self._consumer.commit(offsets)
+                self._consumer.commit({**self._unsure, **offsets})
+                self._unsure = {}
             else:
+                self._unsure.update(offsets)
                 # Requests to the coordinator are answered in order, so a later commit never
                 # lands before an earlier one.
                 self._consumer.commit_async(offsets, callback=_log_failure)
         except CommitFailedError as exc:
             # The partitions moved to another member, which will read them again; writes and
             # acknowledgements are idempotent, so nothing is lost and nothing doubles.
+            self._unsure = {}
             log.warning("commit refused after a rebalance: %s", exc)
         except KafkaError as exc:
             raise BrokerUnavailable(f"commit failed: {exc}") from exc
