@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -217,9 +216,6 @@ class RunResult:
     latencies: Latencies
     rss_mb: float
     missing: int
-    sent: dict[str, float]
-    watch: Any
-    publish_call_s: dict[str, float]  # how long HQ's publish call took: outbox and send
 
 
 def run_adapters(
@@ -268,9 +264,6 @@ def run_adapters(
             latencies(sent, watch, countries, calls),
             rss,
             len(left),
-            sent,
-            watch,
-            summary(list(calls.values())),
         )
 
 

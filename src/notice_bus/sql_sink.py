@@ -34,6 +34,7 @@ _STAGE = Table(
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DELETE ROWS",
 )
+_COLUMNS = [c.name for c in RED_NOTICE.c]
 _JSON_COLUMNS = {c.name for c in RED_NOTICE.c if isinstance(c.type, JSON)}
 _CANCEL_COLUMNS = (
     "version",
@@ -61,9 +62,8 @@ class SqlSink(BufferedSink):
         self._upserts = _upserts(insert(_TABLE))
         self._staged: tuple[Any, Any] | None = None
         if self.engine.dialect.name == "postgresql":
-            names = [c.name for c in _TABLE.c]
-            staged = select(*[_STAGE.c[n] for n in names])
-            self._staged = _upserts(insert(_TABLE).from_select(names, staged))
+            staged = select(*[_STAGE.c[n] for n in _COLUMNS])
+            self._staged = _upserts(insert(_TABLE).from_select(_COLUMNS, staged))
 
     def flush(self) -> None:
         events = self._buffers.pending()
@@ -161,15 +161,14 @@ def _stage(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if "nb_stage" not in conn.info:  # one per connection, made on its first bulk write
         _STAGE.create(conn, checkfirst=True)
         conn.info["nb_stage"] = True
-    names = [c.name for c in _TABLE.c]
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {_STAGE.name} ({', '.join(names)}) FROM STDIN") as copy:
+    with cursor.copy(f"COPY {_STAGE.name} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
-            copy.write_row([json.dumps(row[n]) if n in _JSON_COLUMNS else row[n] for n in names])
+            copy.write_row([json.dumps(row[n]) if n in _JSON_COLUMNS else row[n] for n in _COLUMNS])
 
 
 def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:
-    row: dict[str, Any] = {c.name: None for c in _TABLE.c}
+    row: dict[str, Any] = dict.fromkeys(_COLUMNS)
     for name in (
         "nationalities",
         "eyes_colors_id",
