@@ -20,7 +20,7 @@ from notice_bus.errors import ConfigError, TransientError
 from notice_bus.escalation import EscalationResult, Escalator, post_json
 from notice_bus.local_broker import free_port
 from notice_bus.model import Answer, Overdue, Reminder, Response, utcnow
-from notice_bus.reconcile import reconcile
+from notice_bus.reconcile import store
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import ACK, INCIDENT, REMINDER_SENT, RESPONSE, SENT
@@ -108,12 +108,7 @@ def play_recorded(bus: Bus, country: str, notice_id: str, version: int = 1) -> N
     """The country's RECORDED acknowledgement, as the tracker would store it."""
     now = utcnow()
     with bus.tracker.engine.begin() as conn:
-        row = dict(
-            country=country, notice_id=notice_id, version=version, status="RECORDED",
-            position="", at=now, broker_at=now, adapter_id="test",
-        )  # fmt: skip
-        conn.execute(sa.insert(ACK).values(**row))
-        reconcile(conn, [row], [], [])
+        store(conn, acks=[(country, notice_id, version, "RECORDED", "", now, now, "test", None)])
 
 
 def answer(settings: Settings, country: str, notice_id: str) -> None:

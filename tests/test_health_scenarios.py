@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from kafka import TopicPartition
 
-from notice_bus.adapter import Adapter
+from notice_bus.adapter import Adapter, group_id
 from notice_bus.bureau_channel import respond
 from notice_bus.demo import SlowSink
 from notice_bus.hq import HQ
@@ -24,7 +25,7 @@ from notice_bus.model import Answer, utcnow
 from notice_bus.report import CountryReport, Status, build_report, to_json
 from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink
-from notice_bus.topics import init_topics
+from notice_bus.topics import TopicNames, admin_client, init_topics
 from notice_bus.tracker import Tracker
 from tests.factories import draft
 from tests.support.tcp_proxy import TcpProxy
@@ -54,6 +55,19 @@ class Runner:
     def stop_all(self) -> None:
         for name in list(self.threads):
             self.stop(name)
+
+
+def committed(settings: Settings, country: str) -> int:
+    """How many of the country's notices its consumer group has committed, broker side."""
+    admin = admin_client(settings)
+    try:
+        topic = TopicNames(settings.topic_prefix).notices(country)
+        tps = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        group = group_id(settings, country)
+        offsets = admin.list_group_offsets({group: tps}).get(group, {})
+        return sum(max(o.offset, 0) for o in offsets.values())
+    finally:
+        admin.close()
 
 
 @pytest.fixture
@@ -120,6 +134,9 @@ def test_each_kind_of_trouble_is_told_apart(
                 report().get(c) and report()[c].recorded >= 5 for c in ("FR", "IT", "DE", "TH")
             )
         )
+        # DOWN and STALLED are about groups that did commit: wait for those commits (they are
+        # asynchronous) before taking DE's adapter away and IT's database.
+        until(lambda: committed(s, "DE") == 5 and committed(s, "IT") == 5)
         runner.stop("DE")  # the adapter goes away: nobody left in its group
         proxy.cut()  # IT's database becomes unreachable: its adapter holds, alive but stuck
         for wave in range(3):

@@ -35,7 +35,8 @@ class _Done:
 class Committer:
     """Commits the offsets of finished batches once the broker has what they said."""
 
-    def __init__(self, consumer: Any, producer: Any) -> None:
+    def __init__(self, consumer: Any, producer: Any | None) -> None:
+        """``producer`` sends what the batches say; None if they say nothing."""
         self._consumer = consumer
         self._producer = producer
         self._waiting: deque[_Done] = deque()
@@ -55,7 +56,7 @@ class Committer:
     def settle(self, *, wait: bool) -> None:
         """Commit every batch, oldest first, whose acknowledgements are confirmed; with
         ``wait``, first wait for all of them. Raises BrokerUnavailable if one failed."""
-        if wait and self._waiting:
+        if wait and self._waiting and self._producer is not None:
             try:
                 self._producer.flush(timeout=30)
             except KafkaError as exc:

@@ -1,191 +1,191 @@
-"""The tracker's outcome columns: ``tracker_sent`` kept up to date with what came back.
+"""The tracker's batch store: a batch's rows stored, and ``tracker_sent`` kept up to date.
 
 Each sent notice version carries when it was first received and recorded, whether it was
 rejected, whether a newer version superseded it, when the notice first reached the country and
 when the bureau first answered it. Acknowledgements can arrive before the notice they answer
-(the tracker reads many topics), so both sides update: a batch's acknowledgements update the
-versions already known, straight from the batch; the versions new in a batch look up the
-acknowledgements stored before them. Every update keeps the earliest time, so order, replays
-and duplicates do not matter, and writes a row only when a value changes (a row version per
-no-op write was most of the tracker's time).
+(the tracker reads many topics), so both sides update: a version is stored with what the
+acknowledgements and answers already stored say of it, and a batch's acknowledgements and
+answers update the versions stored before them. Every update keeps the earliest time, so order,
+replays and duplicates do not matter, and writes a row only when a value changes.
+
+The batch goes first into temporary stage tables (COPY on PostgreSQL), and everything after is
+set-based SQL from them: per-row parameters, on the way in and out of Python, were most of the
+tracker's time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    and_,
-    bindparam,
-    func,
-    literal,
-    literal_column,
-    or_,
-    select,
-    tuple_,
-    update,
-)
-from sqlalchemy.dialects import postgresql
+from sqlalchemy import Column, MetaData, Table, TextClause, insert, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql import Select
 
-from notice_bus.model import AckStatus
 from notice_bus.tables import ACK, RESPONSE, SENT
 
-Version = tuple[str, str, int]  # country, notice_id, version
-_COLUMNS = {AckStatus.RECEIVED.value: "received_at", AckStatus.RECORDED.value: "recorded_at"}
+Row = tuple[Any, ...]
+SENT_COLUMNS = (
+    "country", "notice_id", "version", "action", "published_at", "broker_at", "partition", "offset",
+)  # fmt: skip
+ACK_COLUMNS = (
+    "country", "notice_id", "version", "status", "position", "at", "broker_at", "adapter_id",
+    "reason",
+)  # fmt: skip
+RESPONSE_COLUMNS = ("country", "notice_id", "answer", "text", "responder", "at", "broker_at")
+
+_META = MetaData()
 
 
-def reconcile(
-    conn: Connection,
-    acks: Sequence[Mapping[str, Any]],
-    sent: Iterable[Version],
-    notices: Iterable[tuple[str, str]],
-) -> None:
-    """Bring ``tracker_sent`` up to date after a batch stored the acknowledgement rows
-    ``acks``, the notice versions ``sent``, and notices or answers of ``notices``."""
-    _from_batch(conn, acks)
-    _from_stored(conn, list(sent))
-    _notices(conn, list(notices))
-
-
-def _from_batch(conn: Connection, acks: Sequence[Mapping[str, Any]]) -> None:
-    earliest: dict[str, dict[Version, datetime]] = {c: {} for c in _COLUMNS.values()}
-    refused: set[Version] = set()
-    for a in acks:
-        key = (a["country"], a["notice_id"], a["version"])
-        if a["status"] == AckStatus.REJECTED.value:
-            refused.add(key)
-            continue
-        seen = earliest[_COLUMNS[a["status"]]]
-        if key not in seen or a["broker_at"] < seen[key]:
-            seen[key] = a["broker_at"]
-    for column, times in earliest.items():
-        if times:
-            _set_earliest(conn, column, times)
-    if refused:
-        _reject(conn, _among(conn, (SENT.c.country, SENT.c.notice_id, SENT.c.version), [*refused]))
-
-
-def _set_earliest(conn: Connection, column: str, times: Mapping[Version, datetime]) -> None:
-    target = SENT.c[column]
-    if conn.dialect.name == "postgresql":  # one statement, the values as arrays
-        v = _unnested(
-            ("country", "notice_id", "version", "at"),
-            (SENT.c.country.type, SENT.c.notice_id.type, SENT.c.version.type, target.type),
-            [(*k, t) for k, t in times.items()],
-        )
-        conn.execute(
-            update(SENT)
-            .where(_same(SENT, v, versions=True), or_(target.is_(None), target > v.c.at))
-            .values({column: v.c.at})
-        )
-        return
-    at = bindparam("k_at", type_=target.type)
-    conn.execute(
-        update(SENT).where(_is_key(), or_(target.is_(None), target > at)).values({column: at}),
-        [_bound(k) | {"k_at": t} for k, t in times.items()],
+def _stage_of(table: Table, columns: Sequence[str]) -> Table:
+    return Table(
+        f"nb_{table.name}_stage",
+        _META,
+        *[Column(name, table.c[name].type) for name in columns],
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",  # SQLite has no such clause: store() empties it
     )
 
 
-def _from_stored(conn: Connection, versions: Sequence[Version]) -> None:
-    """The versions new in this batch: the acknowledgements that came before them."""
-    if not versions:
-        return
-    key = (ACK.c.country, ACK.c.notice_id, ACK.c.version)
-    acked = _among(conn, key, versions)
-    for status, column in _COLUMNS.items():
-        first = (
-            select(*key, func.min(ACK.c.broker_at).label("at"))
-            .where(acked, ACK.c.status == status)
-            .group_by(*key)
-            .subquery()
-        )
-        conn.execute(
-            update(SENT)
-            .where(_same(SENT, first, versions=True), SENT.c[column].is_(None))
-            .values({column: first.c.at})
-        )
-    refused = (
-        select(*key).where(acked, ACK.c.status == AckStatus.REJECTED.value).distinct().subquery()
-    )
-    _reject(conn, _same(SENT, refused, versions=True))
+_STAGES = {
+    "notices": (_stage_of(SENT, SENT_COLUMNS), SENT_COLUMNS),
+    "acks": (_stage_of(ACK, ACK_COLUMNS), ACK_COLUMNS),
+    "responses": (_stage_of(RESPONSE, RESPONSE_COLUMNS), RESPONSE_COLUMNS),
+}
 
 
-def _notices(conn: Connection, notices: Sequence[tuple[str, str]]) -> None:
-    """Superseded versions, a notice's first arrival and its first answer."""
-    if not notices:
-        return
-    touched = _among(conn, (SENT.c.country, SENT.c.notice_id), notices)
-    other = SENT.alias("other")
-    same_notice = and_(other.c.country == SENT.c.country, other.c.notice_id == SENT.c.notice_id)
-    newer: Select[Any] = select(literal_column("1")).where(
-        same_notice, other.c.version > SENT.c.version
-    )
-    conn.execute(
-        update(SENT).where(touched, ~SENT.c.superseded, newer.exists()).values(superseded=True)
-    )
-    first_at = select(func.min(other.c.broker_at)).where(same_notice).scalar_subquery()
-    conn.execute(
-        update(SENT)
-        .where(touched, or_(SENT.c.first_at.is_(None), SENT.c.first_at > first_at))
-        .values(first_at=first_at)
-    )
-    rkey = (RESPONSE.c.country, RESPONSE.c.notice_id)
-    answered = (
-        select(*rkey, func.min(RESPONSE.c.broker_at).label("at"))
-        .where(_among(conn, rkey, notices))
-        .group_by(*rkey)
-        .subquery()
-    )
-    conn.execute(
-        update(SENT)
-        .where(_same(SENT, answered, versions=False), SENT.c.answered_at.is_(None))
-        .values(answered_at=answered.c.at)
+def _q(names: Sequence[str], alias: str = "") -> str:
+    return ", ".join(f'{alias}"{n}"' for n in names)
+
+
+def _copy_all(table: str, columns: Sequence[str]) -> TextClause:
+    """INSERT the stage's rows not stored yet (``WHERE true``: SQLite's parser needs it)."""
+    cols = _q(columns)
+    return text(
+        f"INSERT INTO {table} ({cols}) SELECT {cols} FROM nb_{table}_stage WHERE true"
+        " ON CONFLICT DO NOTHING"
     )
 
 
-def _reject(conn: Connection, which: ColumnElement[bool]) -> None:
-    conn.execute(update(SENT).where(which, ~SENT.c.rejected).values(rejected=True))
+_INSERT_ACKS = _copy_all(ACK.name, ACK_COLUMNS)
+_INSERT_RESPONSES = _copy_all(RESPONSE.name, RESPONSE_COLUMNS)
 
 
-def _bound(key: Version) -> dict[str, Any]:
-    return {"k_country": key[0], "k_notice_id": key[1], "k_version": key[2]}
+_KEY = "{a}.country = {b}.country AND {a}.notice_id = {b}.notice_id"
+_VERSION = _KEY + " AND {a}.version = {b}.version"
+_ACKED = "(SELECT min(a.broker_at) FROM tracker_ack a WHERE {} AND a.status = '{}')"
+_STORED_FIRST = f"(SELECT min(o.broker_at) FROM tracker_sent o WHERE {_KEY.format(a='o', b='s')})"
 
 
-def _is_key() -> ColumnElement[bool]:
-    """``tracker_sent``'s row is the one of the bound ``k_`` parameters (an executemany)."""
-    return and_(
-        SENT.c.country == bindparam("k_country"),
-        SENT.c.notice_id == bindparam("k_notice_id"),
-        SENT.c.version == bindparam("k_version"),
-    )
+def _earlier(stored: str, new: str) -> str:
+    """The earlier of two times, either of which may be NULL (SQLite has no least())."""
+    return f"CASE WHEN {stored} IS NULL OR {new} < {stored} THEN {new} ELSE {stored} END"
 
 
-def _same(table: Any, keys: Any, *, versions: bool) -> ColumnElement[bool]:
-    """``table``'s row is the one of ``keys``' row: same country and notice (and version)."""
-    same = [table.c.country == keys.c.country, table.c.notice_id == keys.c.notice_id]
-    if versions:
-        same.append(table.c.version == keys.c.version)
-    return and_(*same)
+# New versions, with what is already known of them: acks and answers stored before (this
+# batch's included: they go in first), and the other versions of the same notice, stored or
+# in this batch (``g``).
+_NEW_VERSIONS = text(f"""
+INSERT INTO tracker_sent ({_q(SENT_COLUMNS)}, received_at, recorded_at, rejected, superseded,
+                          first_at, answered_at)
+SELECT {_q(SENT_COLUMNS, "s.")},
+    {_ACKED.format(_VERSION.format(a="a", b="s"), "RECEIVED")},
+    {_ACKED.format(_VERSION.format(a="a", b="s"), "RECORDED")},
+    EXISTS (SELECT 1 FROM tracker_ack a WHERE {_VERSION.format(a="a", b="s")}
+            AND a.status = 'REJECTED'),
+    s.version < g.top OR EXISTS (SELECT 1 FROM tracker_sent o WHERE {_KEY.format(a="o", b="s")}
+                                 AND o.version > s.version),
+    CASE WHEN {_STORED_FIRST} < g.earliest THEN {_STORED_FIRST} ELSE g.earliest END,
+    (SELECT min(r.broker_at) FROM tracker_response r WHERE {_KEY.format(a="r", b="s")})
+FROM nb_tracker_sent_stage s JOIN (
+    SELECT country, notice_id, max(version) AS top, min(broker_at) AS earliest
+    FROM nb_tracker_sent_stage GROUP BY country, notice_id
+) g ON {_KEY.format(a="g", b="s")}
+WHERE true
+ON CONFLICT DO NOTHING
+""")
+
+# The versions stored before this batch: newer versions and earlier arrivals in it.
+_OLDER_VERSIONS = text(f"""
+UPDATE tracker_sent SET
+    superseded = superseded OR version < g.top,
+    first_at = {_earlier("first_at", "g.earliest")}
+FROM (
+    SELECT country, notice_id, max(version) AS top, min(broker_at) AS earliest
+    FROM nb_tracker_sent_stage GROUP BY country, notice_id
+) g
+WHERE {_KEY.format(a="tracker_sent", b="g")}
+  AND (version < g.top AND NOT superseded OR first_at IS NULL OR g.earliest < first_at)
+""")
+
+# This batch's acknowledgements, on the versions stored before it.
+_ACKS = text(f"""
+UPDATE tracker_sent SET
+    received_at = {_earlier("received_at", "a.received")},
+    recorded_at = {_earlier("recorded_at", "a.recorded")},
+    rejected = rejected OR a.refused
+FROM (
+    SELECT country, notice_id, version,
+        min(CASE WHEN status = 'RECEIVED' THEN broker_at END) AS received,
+        min(CASE WHEN status = 'RECORDED' THEN broker_at END) AS recorded,
+        max(CASE WHEN status = 'REJECTED' THEN 1 ELSE 0 END) = 1 AS refused
+    FROM nb_tracker_ack_stage GROUP BY country, notice_id, version
+) a
+WHERE {_VERSION.format(a="tracker_sent", b="a")}
+  AND (a.received < received_at OR received_at IS NULL AND a.received IS NOT NULL
+       OR a.recorded < recorded_at OR recorded_at IS NULL AND a.recorded IS NOT NULL
+       OR a.refused AND NOT rejected)
+""")
+
+# This batch's answers, on every version of the notices they answer.
+_ANSWERS = text(f"""
+UPDATE tracker_sent SET answered_at = {_earlier("answered_at", "r.earliest")}
+FROM (
+    SELECT country, notice_id, min(broker_at) AS earliest
+    FROM nb_tracker_response_stage GROUP BY country, notice_id
+) r
+WHERE {_KEY.format(a="tracker_sent", b="r")} AND (answered_at IS NULL OR r.earliest < answered_at)
+""")
 
 
-def _unnested(names: Sequence[str], types: Sequence[Any], rows: Sequence[tuple[Any, ...]]) -> Any:
-    """PostgreSQL: ``rows`` as a table, sent as one array per column. The statement's text
-    stays the same whatever the batch (a long IN list or VALUES is rendered anew and parsed
-    on each batch), and the plan is an index lookup per row."""
-    arrays = [literal([r[i] for r in rows], postgresql.ARRAY(t)) for i, t in enumerate(types)]
-    return func.unnest(*arrays).table_valued(*names).render_derived()
+def store(
+    conn: Connection, *, notices: Sequence[Row] = (), acks: Sequence[Row] = (),
+    responses: Sequence[Row] = (),
+) -> None:  # fmt: skip
+    """Store a batch, in the caller's transaction: ``notices`` rows of ``tracker_sent``
+    (:data:`SENT_COLUMNS`), ``acks`` of ``tracker_ack`` (:data:`ACK_COLUMNS`) and
+    ``responses`` of ``tracker_response`` (:data:`RESPONSE_COLUMNS`), each row a tuple in
+    that column order. Rows already stored are left as they are."""
+    batch = {"notices": notices, "acks": acks, "responses": responses}
+    for kind, rows in batch.items():
+        if rows:
+            _stage(conn, kind, rows)
+    # Acks and answers go in first, so that the versions new in this batch find them; the
+    # updates run before those versions go in, so that they touch only older rows.
+    if acks:
+        conn.execute(_INSERT_ACKS)
+        conn.execute(_ACKS)
+    if responses:
+        conn.execute(_INSERT_RESPONSES)
+        conn.execute(_ANSWERS)
+    if notices:
+        conn.execute(_OLDER_VERSIONS)
+        conn.execute(_NEW_VERSIONS)
+    if conn.dialect.name != "postgresql":  # PostgreSQL empties the stages at commit
+        for kind, rows in batch.items():
+            if rows:
+                conn.execute(_STAGES[kind][0].delete())
 
 
-def _among(
-    conn: Connection, columns: Sequence[Any], keys: Sequence[tuple[Any, ...]]
-) -> ColumnElement[bool]:
-    """``columns`` are one of ``keys``: unnested arrays on PostgreSQL, an IN list elsewhere."""
+def _stage(conn: Connection, kind: str, rows: Sequence[Row]) -> None:
+    table, columns = _STAGES[kind]
+    made = conn.info.setdefault("nb_tracker_stages", set())
+    if kind not in made:  # one per connection, made on its first use
+        table.create(conn, checkfirst=True)
+        made.add(kind)
     if conn.dialect.name != "postgresql":
-        return tuple_(*columns).in_(keys)
-    rows = _unnested([c.name for c in columns], [c.type for c in columns], keys)
-    return tuple_(*columns).in_(select(*rows.c))
+        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({_q(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)

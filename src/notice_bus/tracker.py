@@ -24,15 +24,16 @@ from sqlalchemy import delete, func, insert, select
 
 from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
-from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
+from notice_bus.committer import Committer
+from notice_bus.db import as_utc, make_engine, transaction
 from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError, TransientError
 from notice_bus.group_health import GroupProbe, Sample
 from notice_bus.model import AckStatus, Response, utcnow
-from notice_bus.reconcile import reconcile
+from notice_bus.reconcile import Row, store
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import ACK, GROUP_SAMPLE, RESPONSE, SENT, TRACKER_TABLES
+from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from notice_bus.topics import TopicNames, kafka_config
 
 log = logging.getLogger("notice_bus.tracker")
@@ -67,12 +68,6 @@ class Tracker:
             "responses": AvroCodec(load_schema("response"), store),
         }
         self._retry = retrying(settings)
-        ins = dialect_insert(self.engine)
-        self._inserts = {
-            "notices": ins(SENT).on_conflict_do_nothing(),
-            "acks": ins(ACK).on_conflict_do_nothing(),
-            "responses": ins(RESPONSE).on_conflict_do_nothing(),
-        }
         self._probe = GroupProbe(
             settings, lambda cc: group_id(settings, cc), hub_group_id(settings, "")
         )
@@ -84,12 +79,13 @@ class Tracker:
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
-                max_poll_records=2000,
+                max_poll_records=5000,
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
             ) from exc
+        self._committer = Committer(self._consumer, None)
         prefix = re.escape(settings.topic_prefix)
         self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
         self._topics: set[str] = set()
@@ -106,18 +102,24 @@ class Tracker:
             self.close()
 
     def step(self) -> int:
+        """Read a batch, store it and commit its offsets; returns how many records it had."""
         if time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + _LOOK_EVERY_S
             self._take_new_topics()
         batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
         records = [r for part in batch.values() for r in part]
-        if not records:
-            return 0
         try:
+            if not records:
+                self._committer.settle(wait=True)  # idle: make sure of the last commit
+                return 0
+            rows = self._rows_of(records)
             for attempt in self._retry:
-                with attempt:
-                    self._store(records)
-            self._consumer.commit()
+                with attempt, transaction(self.engine) as conn:
+                    store(conn, **rows)
+            # Asynchronous: the next batch need not wait for the broker, and a commit lost
+            # only means the batch is read again, which stores nothing twice.
+            self._committer.add(records, (), lambda: None)
+            self._committer.settle(wait=False)
         except (TransientError, KafkaError) as exc:
             log.error("tracker: batch not stored, it will be read again: %s", exc)
             for tp, part in batch.items():
@@ -184,6 +186,10 @@ class Tracker:
         return samples
 
     def close(self) -> None:
+        try:
+            self._committer.settle(wait=True)
+        except (NoticeBusError, KafkaError) as exc:
+            log.warning("tracker: last offsets not committed, they will be read again: %s", exc)
         self._consumer.close()
         self._probe.close()
         self.engine.dispose()
@@ -200,8 +206,8 @@ class Tracker:
             found = conn.execute(query).scalar()
         return as_utc(found) if found is not None else None
 
-    def _store(self, records: Sequence[Any]) -> None:
-        rows: dict[str, list[dict[str, Any]]] = {"notices": [], "acks": [], "responses": []}
+    def _rows_of(self, records: Sequence[Any]) -> dict[str, list[Row]]:
+        rows: dict[str, list[Row]] = {"notices": [], "acks": [], "responses": []}
         for r in records:
             kind = r.topic[len(self._names.prefix) :].split(".", 1)[0]
             country = self._names.country_of(r.topic)
@@ -211,44 +217,26 @@ class Tracker:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported here.
                 log.error("tracker: cannot read %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
-        sent = [(r["country"], r["notice_id"], r["version"]) for r in rows["notices"]]
-        notices = {(r["country"], r["notice_id"]) for r in rows["notices"] + rows["responses"]}
-        acks = [r for r in rows["acks"] if r["notice_id"]]
-        with transaction(self.engine) as conn:
-            for kind, batch in rows.items():
-                if batch:
-                    conn.execute(self._inserts[kind], batch)
-            reconcile(conn, acks, sent, notices)
+        return rows
 
-    def _rows(self, kind: str, country: str | None, r: Any) -> list[dict[str, Any]]:
+    def _rows(self, kind: str, country: str | None, r: Any) -> list[Row]:
         data = self._codecs[kind].decode(r.value)
         broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
         if kind == "notices":  # the projection: what was sent, not the person
             return [
-                {
-                    "country": country,
-                    "notice_id": data["notice_id"],
-                    "version": data["version"],
-                    "action": data["action"],
-                    "published_at": data["published_at"],
-                    "broker_at": broker_at,
-                    "partition": r.partition,
-                    "offset": r.offset,
-                }
-            ]
+                (
+                    country, data["notice_id"], data["version"], data["action"],
+                    data["published_at"], broker_at, r.partition, r.offset,
+                )
+            ]  # fmt: skip
         if kind == "responses":
             answer = Response.from_avro(data)
             return [
-                {
-                    "country": country,
-                    "notice_id": answer.notice_id,
-                    "answer": answer.answer.value,
-                    "text": answer.text,
-                    "responder": answer.responder,
-                    "at": answer.at,
-                    "broker_at": broker_at,
-                }
-            ]
+                (
+                    country, answer.notice_id, answer.answer.value, answer.text,
+                    answer.responder, answer.at, broker_at,
+                )
+            ]  # fmt: skip
         # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
         # records are told apart by position, so two bad records of a notice count twice.
         # (Fields straight from the decoded dict: a dataclass per ack costs more than its row.)
@@ -256,12 +244,7 @@ class Tracker:
         position = ""
         if status is AckStatus.REJECTED:
             position = f"{data['source_partition']}:{data['source_offset']}"
-        shared = {
-            "country": country,
-            "adapter_id": data["adapter_id"],
-            "position": position,
-            "reason": data.get("reason"),
-        }
+        adapter_id, reason = data["adapter_id"], data.get("reason")
         times = [(status.value, data["at"], broker_at)]
         if status is AckStatus.RECORDED and data.get("received_at") is not None:
             # The RECEIVED this RECORDED stands for, on the broker's timeline: the bureau's
@@ -271,14 +254,7 @@ class Tracker:
         events = [(data["notice_id"], data["version"])]
         events += [(e["notice_id"], e["version"]) for e in data.get("also", ())]
         return [
-            {
-                **shared,
-                "notice_id": notice_id,
-                "version": version,
-                "status": state,
-                "at": at,
-                "broker_at": seen,
-            }
+            (country, notice_id, version, state, position, at, seen, adapter_id, reason)
             for notice_id, version in events
             for state, at, seen in times
         ]
