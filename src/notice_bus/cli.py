@@ -174,12 +174,14 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.db import make_engine
     from notice_bus.escalation import Escalator
+    from notice_bus.tables import TRACKER_TABLES
     from notice_bus.tracker import Tracker
+    from notice_bus.tracker_workers import TrackerWorkers
 
-    tracker = Tracker(settings, database_url=args.database_url)
-    escalator = Escalator(settings, tracker.engine)
-    tracker.on_sample = escalator  # deadlines checked after every sampling round
+    url = args.database_url or settings.tracker_database_url
+    engine = make_engine(url, TRACKER_TABLES)  # made here, not raced for by the workers
     if args.metrics_port is not None:
         from prometheus_client import CollectorRegistry
 
@@ -187,8 +189,16 @@ def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
         from notice_bus.report import build_report
 
         registry = CollectorRegistry()
-        registry.register(ReportCollector(lambda: build_report(tracker.engine, settings)))
+        registry.register(ReportCollector(lambda: build_report(engine, settings)))
         serve(registry, args.metrics_port, args.metrics_host)
+    if args.workers > 1:
+        workers = TrackerWorkers(settings, args.workers, database_url=url)
+        log.info("tracker: %d workers, one process each", args.workers)
+        workers.supervise(_stop_on_signals())
+        return 0
+    tracker = Tracker(settings, database_url=url)
+    escalator = Escalator(settings, tracker.engine)
+    tracker.on_sample = escalator  # deadlines checked after every sampling round
     try:
         tracker.run(_stop_on_signals())
     finally:
@@ -331,6 +341,9 @@ def _parser() -> argparse.ArgumentParser:
 
     c = command("tracker", _cmd_tracker, "record every country's acknowledgements for HQ")
     c.add_argument("--database-url", help="default: settings.tracker_database_url")
+    c.add_argument(
+        "--workers", type=int, default=1, help="processes, each reading some countries' topics"
+    )
     c.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     c.add_argument("--metrics-host", default="127.0.0.1")
 

@@ -11,7 +11,7 @@ replays), and whether anyone is in the group. A status comes from a window of su
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -90,9 +90,10 @@ def classify(samples: Sequence[Sample], *, lag_threshold_s: float, stall_after_s
     return Status.OK
 
 
-OldestWaiting = Callable[[str, int, int | None], datetime | None]
-"""(country, partition, committed offset or None) -> broker time of the oldest record at or
-after that offset, or None if none is known."""
+Waiting = tuple[str, int, int | None]  # country, partition, committed offset or None
+OldestWaiting = Callable[[Sequence[Waiting]], Mapping[tuple[str, int], datetime | None]]
+"""For each (country, partition, committed offset or None): the broker time of the oldest
+record at or after that offset, or None if none is known; all in one call (one query)."""
 
 
 class GroupProbe:
@@ -178,20 +179,30 @@ class GroupProbe:
                         ),
                     ),
                 )
+        done_at = {
+            (cc, tp): committed.get(groups[cc], {})[tp].offset
+            if tp in committed.get(groups[cc], {})
+            else -1
+            for cc in countries
+            for tp in tps[cc]
+        }
+        waiting = [
+            (cc, tp.partition, done if done >= 0 else None)
+            for (cc, tp), done in done_at.items()
+            if ends[tp].offset > max(done, 0)
+        ]
+        oldest = oldest_waiting(waiting) if waiting else {}
         out = {}
         for cc in countries:
-            offsets = committed.get(groups[cc], {})
-            end_total, done_total, waiting = 0, 0, []
-            ever = False
+            end_total, done_total, ever = 0, 0, False
+            times = []
             for tp in tps[cc]:
-                end = ends[tp].offset
-                done = offsets[tp].offset if tp in offsets else -1
+                end, done = ends[tp].offset, done_at[cc, tp]
                 ever = ever or done >= 0
                 end_total += end
                 done_total += max(done, 0)
-                if end > max(done, 0):
-                    waiting.append(oldest_waiting(cc, tp.partition, done if done >= 0 else None))
-            times = [t for t in waiting if t is not None]
+                if end > max(done, 0) and (t := oldest.get((cc, tp.partition))) is not None:
+                    times.append(t)
             out[cc] = Sample(
                 at=now,
                 end_offset=end_total,

@@ -14,20 +14,27 @@ import logging
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, literal, select, union_all
 
 from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.committer import Committer
 from notice_bus.db import as_utc, make_engine, transaction
-from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError, TransientError
-from notice_bus.group_health import GroupProbe, Sample
+from notice_bus.errors import (
+    BrokerUnavailable,
+    ConfigError,
+    NoticeBusError,
+    SchemaError,
+    TransientError,
+)
+from notice_bus.group_health import GroupProbe, Sample, Waiting
 from notice_bus.model import AckStatus, Response, utcnow
 from notice_bus.reconcile import Row, store
 from notice_bus.retry import retrying
@@ -42,8 +49,17 @@ _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
 
 
+def shard_of(country: str, shards: int) -> int:
+    """Which of ``shards`` tracker workers reads a country's topics: the same on every run."""
+    return zlib.crc32(country.encode()) % shards
+
+
 class Tracker:
-    """``on_sample`` is called after every sampling round (the escalation hook)."""
+    """``on_sample`` is called after every sampling round (the escalation hook).
+
+    With ``shards`` above one, this tracker is one of that many workers, each in its own
+    process and reading the topics of the countries :func:`shard_of` gives it; worker 0 also
+    samples every country's consumer group and runs the hook."""
 
     def __init__(
         self,
@@ -53,7 +69,12 @@ class Tracker:
         schemas: SchemaStore | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_sample: Callable[[], None] | None = None,
+        shard: int = 0,
+        shards: int = 1,
     ) -> None:
+        if not 0 <= shard < shards:
+            raise ConfigError(f"tracker worker {shard} of {shards} does not exist")
+        self.shard, self.shards = shard, shards
         self.settings = settings
         self.engine = make_engine(database_url or settings.tracker_database_url, TRACKER_TABLES)
         self._names = TopicNames(settings.topic_prefix)
@@ -88,14 +109,15 @@ class Tracker:
         self._committer = Committer(self._consumer, None)
         prefix = re.escape(settings.topic_prefix)
         self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
-        self._topics: set[str] = set()
+        self._topics: set[str] = set()  # the ones this worker reads
+        self._countries: set[str] = set()  # every country's, for sampling
         self._next_look = 0.0
 
     def run(self, stop: threading.Event) -> None:
         try:
             while not stop.is_set():
                 self.step()
-                if time.monotonic() >= self._next_sample:
+                if self.shard == 0 and time.monotonic() >= self._next_sample:
                     self._next_sample = time.monotonic() + self.settings.sample_interval_s
                     self.sample()
         finally:
@@ -133,10 +155,13 @@ class Tracker:
         subscription by pattern rejoins its group whenever a topic appears, a join that
         kafka-python was seen to leave hanging (the tracker then read nothing at all)."""
         try:
-            topics = {t for t in self._consumer.topics() if self._ours.match(t)}
+            ours = [t for t in self._consumer.topics() if self._ours.match(t)]
         except KafkaError as exc:
             log.warning("tracker: cannot list topics, keeping %d: %s", len(self._topics), exc)
             return
+        countries = {t: self._names.country_of(t) or "" for t in ours}
+        self._countries = set(countries.values())
+        topics = {t for t, cc in countries.items() if shard_of(cc, self.shards) == self.shard}
         wanted = [
             TopicPartition(t, p)
             for t in sorted(topics)
@@ -148,13 +173,7 @@ class Tracker:
 
     def sample(self) -> dict[str, Sample]:
         """Sample every known country's consumer group, store the samples, run the hook."""
-        countries = sorted(
-            {
-                c
-                for t in self._topics
-                if t.startswith(self._names.notices("")) and (c := self._names.country_of(t))
-            }
-        )
+        countries = sorted(self._countries)
         now = self._clock()
         try:
             samples = self._probe.sample(countries, self._oldest_waiting, now)
@@ -194,17 +213,25 @@ class Tracker:
         self._probe.close()
         self.engine.dispose()
 
-    def _oldest_waiting(
-        self, country: str, partition: int, committed: int | None
-    ) -> datetime | None:
-        query = select(func.min(SENT.c.broker_at)).where(
-            SENT.c.country == country, SENT.c.partition == partition
-        )
-        if committed is not None:
-            query = query.where(SENT.c.offset >= committed)
+    def _oldest_waiting(self, waiting: Sequence[Waiting]) -> dict[tuple[str, int], datetime | None]:
+        """One query for every partition (a union of index lookups), in chunks: SQLite allows
+        500 terms to a compound SELECT."""
+        found: dict[tuple[str, int], datetime | None] = {}
         with self.engine.connect() as conn:
-            found = conn.execute(query).scalar()
-        return as_utc(found) if found is not None else None
+            for i in range(0, len(waiting), 400):
+                parts = []
+                for country, partition, committed in waiting[i : i + 400]:
+                    query = select(
+                        literal(country).label("country"),
+                        literal(partition).label("partition"),
+                        func.min(SENT.c.broker_at).label("oldest"),
+                    ).where(SENT.c.country == country, SENT.c.partition == partition)
+                    if committed is not None:
+                        query = query.where(SENT.c.offset >= committed)
+                    parts.append(query)
+                for country, partition, oldest in conn.execute(union_all(*parts)):
+                    found[country, partition] = as_utc(oldest) if oldest is not None else None
+        return found
 
     def _rows_of(self, records: Sequence[Any]) -> dict[str, list[Row]]:
         rows: dict[str, list[Row]] = {"notices": [], "acks": [], "responses": []}

@@ -1,0 +1,139 @@
+"""A tracker split across processes (``notice-bus tracker --workers``), on the real broker and
+PostgreSQL: every country's acknowledgements stored once, and a killed worker replaced
+without losing any."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from notice_bus.adapter import Adapter
+from notice_bus.db import make_engine
+from notice_bus.errors import ConfigError
+from notice_bus.hq import HQ
+from notice_bus.settings import Settings
+from notice_bus.sql_sink import SqlSink
+from notice_bus.tables import TRACKER_TABLES
+from notice_bus.topics import init_topics
+from notice_bus.tracker import Tracker, shard_of
+from notice_bus.tracker_workers import TrackerWorkers
+from tests.conftest import run_in_thread
+from tests.factories import draft
+
+pytestmark = pytest.mark.kafka
+
+COUNTRIES = ["FR", "DE", "IT", "ES", "NG", "TH"]
+
+
+def test_each_country_has_one_worker_and_the_split_is_stable() -> None:
+    split = {cc: shard_of(cc, 2) for cc in COUNTRIES}
+    assert set(split.values()) == {0, 1}  # both workers have countries in the test below
+    assert split == {cc: shard_of(cc, 2) for cc in COUNTRIES}
+    assert {shard_of(cc, 1) for cc in COUNTRIES} == {0}
+
+
+def test_a_worker_that_does_not_exist_is_a_config_error(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="worker 2 of 2"):
+        Tracker(settings, shard=2, shards=2)
+
+
+def recorded(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT country, count(*) FROM tracker_sent WHERE recorded_at IS NOT NULL"
+                    " GROUP BY country"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return {cc: n for cc, n in rows}
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not reached in time"
+        time.sleep(0.2)
+
+
+def test_two_workers_store_every_country_and_a_killed_one_is_replaced(
+    settings: Settings, new_postgres_db: Callable[[], str], tmp_path: Path
+) -> None:
+    init_topics(settings, COUNTRIES)
+    url = new_postgres_db()
+    make_engine(url, TRACKER_TABLES).dispose()
+    sinks = {cc: SqlSink(f"sqlite:///{tmp_path}/{cc}.db") for cc in COUNTRIES}
+    hub = Adapter(settings, sinks)  # type: ignore[arg-type]
+    hub_thread, hub_stop = run_in_thread(hub.run)
+    workers = TrackerWorkers(settings, 2, database_url=url, escalate=False)
+    try:
+        workers.wait_ready()
+        supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.2))
+        with HQ(settings) as hq:
+            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 6)])
+            wait_for(lambda: recorded(url) == dict.fromkeys(COUNTRIES, 5))
+            killed = workers.pids()[1]
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(6, 11)])
+            wait_for(lambda: recorded(url) == dict.fromkeys(COUNTRIES, 10))
+        assert workers.pids()[1] not in (None, killed)
+        stop.set()
+        supervisor.join(90)
+        assert not supervisor.is_alive()
+    finally:
+        workers.stop()
+        hub_stop.set()
+        hub_thread.join(30)
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        acks = conn.execute(sa.text("SELECT count(*) FROM tracker_ack")).scalar_one()
+    engine.dispose()
+    # Each notice's RECORDED and the RECEIVED it carries, once, whoever read it.
+    assert acks == 2 * 10 * len(COUNTRIES)
+
+
+def test_the_command_runs_workers_and_stops_them_on_sigterm(
+    settings: Settings, new_postgres_db: Callable[[], str], tmp_path: Path
+) -> None:
+    init_topics(settings, ["FR", "DE"])
+    url = new_postgres_db()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "notice_bus.cli", "tracker", "--workers", "2", "--database-url",
+         url],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        adapter = Adapter(settings, {"FR": SqlSink(f"sqlite:///{tmp_path}/fr.db")})
+        adapter2 = Adapter(settings, {"DE": SqlSink(f"sqlite:///{tmp_path}/de.db")})
+        with HQ(settings) as hq:
+            hq.publish([draft(f"2026/{n}", targets=("FR", "DE")) for n in range(1, 4)])
+        deadline = time.monotonic() + 60
+        while recorded(url) != {"FR": 3, "DE": 3}:
+            assert time.monotonic() < deadline, "not recorded in time"
+            adapter.step()
+            adapter2.step()
+        adapter.close()
+        adapter2.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    assert "2 workers" in out
