@@ -22,7 +22,7 @@ import time
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from notice_bus.errors import ConfigError
+from notice_bus.errors import ConfigError, NoticeBusError
 from notice_bus.settings import Settings
 
 log = logging.getLogger("notice_bus.tracker")
@@ -67,7 +67,7 @@ class TrackerWorkers:
         return [proc.pid for proc in self._procs]
 
     def wait_ready(self, timeout_s: float = 120) -> None:
-        """Until every worker is connected; raises ConfigError if one dies or is not in time
+        """Until every worker is connected; raises NoticeBusError if one dies or is late
         (what went wrong is on the worker's stderr)."""
         deadline = time.monotonic() + timeout_s
         ready = 0
@@ -80,9 +80,9 @@ class TrackerWorkers:
                 pass
             for proc in self._procs:
                 if proc.exitcode is not None:
-                    raise ConfigError(f"{proc.name} exited with {proc.exitcode} on starting")
+                    raise NoticeBusError(f"{proc.name} exited with {proc.exitcode} on starting")
             if time.monotonic() > deadline:
-                raise ConfigError(f"tracker workers not ready in {timeout_s:g} s")
+                raise NoticeBusError(f"tracker workers not ready in {timeout_s:g} s")
 
     def supervise(self, stop: threading.Event, every_s: float = 1.0) -> None:
         """Start again any worker that died, until ``stop`` is set; then stop them all."""
