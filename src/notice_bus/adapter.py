@@ -54,7 +54,7 @@ from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, kafka_config, poll_or_none
 
 log = logging.getLogger("notice_bus.adapter")
 
@@ -205,7 +205,9 @@ class Adapter:
             # Until the group has given us partitions, poll long: kafka-python drives the
             # join's round trips only inside poll, and short polls can starve it.
             wait_ms = self.settings.poll_timeout_ms if self._consumer.assignment() else 2000
-            polled = self._consumer.poll(timeout_ms=wait_ms)
+            polled = poll_or_none(self._consumer, wait_ms, self.adapter_id)
+            if polled is None:  # the broker is unreachable: nothing read, nothing to lose
+                return done
             if not polled:
                 self._committer.settle(wait=True)  # idle: make everything durable now
                 return done

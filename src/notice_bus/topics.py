@@ -10,7 +10,9 @@ notices topic exists.
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -176,3 +178,18 @@ def registered_countries(settings: Settings, admin: Any = None) -> list[str]:
             client.close()
     pattern = re.compile(names.pattern("notices"))
     return sorted(c for t in topics if pattern.match(t) and (c := names.country_of(t)))
+
+
+def poll_or_none(consumer: Any, wait_ms: int, who: str) -> dict[Any, list[Any]] | None:
+    """``consumer.poll``, or None if it failed. kafka-python 3.0 raises from poll when it
+    cannot reach the coordinator (say, a broker restarting); the caller's loop, and with it the
+    adapter or the tracker, must outlive that. Positions are unchanged: the next poll goes on
+    from where this one would have."""
+    try:
+        return dict(consumer.poll(timeout_ms=wait_ms))
+    except KafkaError as exc:
+        logging.getLogger("notice_bus").warning(
+            "%s: cannot poll the broker, trying again: %s", who, exc
+        )
+        time.sleep(wait_ms / 1000)  # what the poll would have waited
+        return None

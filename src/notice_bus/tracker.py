@@ -41,7 +41,7 @@ from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, kafka_config, poll_or_none
 
 log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
@@ -128,7 +128,9 @@ class Tracker:
         if time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + _LOOK_EVERY_S
             self._take_new_topics()
-        batch = self._consumer.poll(timeout_ms=self.settings.poll_timeout_ms)
+        batch = poll_or_none(self._consumer, self.settings.poll_timeout_ms, "tracker")
+        if batch is None:
+            return 0
         records = [r for part in batch.values() for r in part]
         try:
             if not records:
