@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, MetaData, Table, create_engine, event, text
+from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, insert, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SAInterfaceError
@@ -117,3 +117,36 @@ def dialect_insert(engine: Engine | Connection) -> Any:
 
         return sqlite_insert
     raise ConfigError(f"database {name!r} is not supported; use PostgreSQL or SQLite")
+
+
+def stage_of(table: Table, columns: Sequence[str] | None = None) -> Table:
+    """A temporary twin of ``table`` (``columns``, or all of them) to load a batch into in
+    bulk before set-based statements from it: per-row parameters, on the way in and out of
+    Python, cost more than the rows. PostgreSQL empties it at every commit; elsewhere the
+    caller deletes what it put in."""
+    names = columns if columns is not None else [c.name for c in table.c]
+    return Table(
+        f"nb_{table.name}_stage",
+        MetaData(),
+        *[Column(name, table.c[name].type) for name in names],
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DELETE ROWS",
+    )
+
+
+def fill_stage(conn: Connection, stage: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """Put ``rows`` (values in ``stage``'s column order) into ``stage``, which is made on the
+    connection's first use: COPY on PostgreSQL, an executemany elsewhere."""
+    made = conn.info.setdefault("nb_stages", set())
+    if stage.name not in made:
+        stage.create(conn, checkfirst=True)
+        made.add(stage.name)
+    columns = [c.name for c in stage.c]
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(stage), [dict(zip(columns, row, strict=True)) for row in rows])
+        return
+    quoted = ", ".join(f'"{name}"' for name in columns)
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {stage.name} ({quoted}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)

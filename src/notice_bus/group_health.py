@@ -179,13 +179,11 @@ class GroupProbe:
                         ),
                     ),
                 )
-        done_at = {
-            (cc, tp): committed.get(groups[cc], {})[tp].offset
-            if tp in committed.get(groups[cc], {})
-            else -1
-            for cc in countries
-            for tp in tps[cc]
-        }
+        done_at: dict[tuple[str, TopicPartition], int] = {}  # -1: never committed
+        for cc in countries:
+            offsets = committed.get(groups[cc], {})
+            for tp in tps[cc]:
+                done_at[cc, tp] = offsets[tp].offset if tp in offsets else -1
         waiting = [
             (cc, tp.partition, done if done >= 0 else None)
             for (cc, tp), done in done_at.items()

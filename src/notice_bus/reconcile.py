@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Column, MetaData, Table, TextClause, insert, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 
+from notice_bus.db import fill_stage, stage_of
 from notice_bus.tables import ACK, RESPONSE, SENT
 
 Row = tuple[Any, ...]
@@ -33,23 +34,10 @@ ACK_COLUMNS = (
 )  # fmt: skip
 RESPONSE_COLUMNS = ("country", "notice_id", "answer", "text", "responder", "at", "broker_at")
 
-_META = MetaData()
-
-
-def _stage_of(table: Table, columns: Sequence[str]) -> Table:
-    return Table(
-        f"nb_{table.name}_stage",
-        _META,
-        *[Column(name, table.c[name].type) for name in columns],
-        prefixes=["TEMPORARY"],
-        postgresql_on_commit="DELETE ROWS",  # SQLite has no such clause: store() empties it
-    )
-
-
 _STAGES = {
-    "notices": (_stage_of(SENT, SENT_COLUMNS), SENT_COLUMNS),
-    "acks": (_stage_of(ACK, ACK_COLUMNS), ACK_COLUMNS),
-    "responses": (_stage_of(RESPONSE, RESPONSE_COLUMNS), RESPONSE_COLUMNS),
+    "notices": stage_of(SENT, SENT_COLUMNS),
+    "acks": stage_of(ACK, ACK_COLUMNS),
+    "responses": stage_of(RESPONSE, RESPONSE_COLUMNS),
 }
 
 
@@ -158,7 +146,7 @@ def store(
     batch = {"notices": notices, "acks": acks, "responses": responses}
     for kind, rows in batch.items():
         if rows:
-            _stage(conn, kind, rows)
+            fill_stage(conn, _STAGES[kind], rows)
     # Acks and answers go in first, so that the versions new in this batch find them; the
     # updates run before those versions go in, so that they touch only older rows.
     if acks:
@@ -173,19 +161,4 @@ def store(
     if conn.dialect.name != "postgresql":  # PostgreSQL empties the stages at commit
         for kind, rows in batch.items():
             if rows:
-                conn.execute(_STAGES[kind][0].delete())
-
-
-def _stage(conn: Connection, kind: str, rows: Sequence[Row]) -> None:
-    table, columns = _STAGES[kind]
-    made = conn.info.setdefault("nb_tracker_stages", set())
-    if kind not in made:  # one per connection, made on its first use
-        table.create(conn, checkfirst=True)
-        made.add(kind)
-    if conn.dialect.name != "postgresql":
-        conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
-        return
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({_q(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+                conn.execute(_STAGES[kind].delete())

@@ -7,10 +7,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, MetaData, Table, and_, insert, select, text, update
-from sqlalchemy.engine import Connection
+from sqlalchemy import JSON, and_, insert, select, text, update
 
-from notice_bus.db import as_utc, dialect_insert, make_engine, transaction, translate_errors
+from notice_bus.db import (
+    as_utc,
+    dialect_insert,
+    fill_stage,
+    make_engine,
+    stage_of,
+    transaction,
+    translate_errors,
+)
 from notice_bus.errors import NoticeBusError
 from notice_bus.model import Action, Answer, NoticeEvent, Reminder, Response, utcnow
 from notice_bus.sink import BufferedSink, Health
@@ -27,13 +34,7 @@ _TABLE: Any = RED_NOTICE
 # A batch this large goes through COPY into a temporary table, then one upsert from it: the
 # executemany's per-row parameter handling was most of a bulk load's write time.
 _COPY_FROM = 200
-_STAGE = Table(
-    "nb_red_notice_stage",
-    MetaData(),
-    *[Column(c.name, c.type) for c in RED_NOTICE.c],
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DELETE ROWS",
-)
+_STAGE = stage_of(RED_NOTICE)
 _COLUMNS = [c.name for c in RED_NOTICE.c]
 _JSON_COLUMNS = {c.name for c in RED_NOTICE.c if isinstance(c.type, JSON)}
 _CANCEL_COLUMNS = (
@@ -75,7 +76,7 @@ class SqlSink(BufferedSink):
         with transaction(self.engine) as conn:
             for i, rows in enumerate((active, cancels)):
                 if self._staged is not None and len(rows) >= _COPY_FROM:
-                    _stage(conn, rows)
+                    fill_stage(conn, _STAGE, [_values(row) for row in rows])
                     conn.execute(self._staged[i])
                 elif rows:
                     conn.execute(self._upserts[i], rows)
@@ -156,15 +157,9 @@ def _upserts(stmt: Any) -> tuple[Any, Any]:
     return active, cancel
 
 
-def _stage(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """PostgreSQL: COPY ``rows`` into the connection's temporary stage (emptied at commit)."""
-    if "nb_stage" not in conn.info:  # one per connection, made on its first bulk write
-        _STAGE.create(conn, checkfirst=True)
-        conn.info["nb_stage"] = True
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {_STAGE.name} ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([json.dumps(row[n]) if n in _JSON_COLUMNS else row[n] for n in _COLUMNS])
+def _values(row: dict[str, Any]) -> list[Any]:
+    """A row as COPY takes it: values in column order, JSON columns as JSON text."""
+    return [json.dumps(row[n]) if n in _JSON_COLUMNS else row[n] for n in _COLUMNS]
 
 
 def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:
