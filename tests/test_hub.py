@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -64,3 +65,31 @@ def test_one_countrys_outage_holds_only_that_country(
         proxy.restore()
         bus.pump(lambda: not hub.holding and _count(fr_url) == 8, timeout_s=60)
         assert local_state(fr_url) == local_state(th_url)
+
+
+def test_a_hub_keeps_its_partitions_when_its_metadata_is_refreshed(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    # kafka-python rebalances a group whose leader assigned from a snapshot of the topics'
+    # metadata that a later refresh finds different; an adapter that learnt its topics before
+    # subscribing was rebalanced mid-traffic at its first periodic refresh.
+    bus = make_bus(["FR", "DE", "TH"])
+    urls = {cc: f"sqlite:///{tmp_path}/{cc}.db" for cc in bus.countries}
+    hub = Adapter(bus.settings, {cc: SqlSink(u) for cc, u in urls.items()})
+    revoked: list[object] = []
+    on_revoked = hub._revoked
+
+    def counted(partitions: Any) -> None:
+        if partitions:  # kafka-python revokes nothing before a first join
+            revoked.append(partitions)
+        on_revoked(partitions)
+
+    hub._revoked = counted  # type: ignore[method-assign]
+    bus.adapters["hub"] = hub
+    bus.pump(lambda: bool(hub._consumer.assignment()))  # joined at once, as a host does
+    bus.hq.publish(make_drafts(2))
+    bus.pump(lambda: all(_count(u) == 2 for u in urls.values()))
+    hub._consumer.topics()  # a metadata refresh, as kafka-python makes every 30 s
+    bus.hq.publish(make_drafts(2, first_number=30000))
+    bus.pump(lambda: all(_count(u) == 4 for u in urls.values()))
+    assert revoked == []

@@ -54,7 +54,7 @@ from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, kafka_config, poll_or_none
+from notice_bus.topics import TopicNames, corked, kafka_config, poll_or_none
 
 log = logging.getLogger("notice_bus.adapter")
 
@@ -167,16 +167,25 @@ class Adapter:
             if len(sinks) > 1
             else None
         )
-        # Knowing the topics' partitions before joining lets this member, if it leads the
-        # group, assign them at once; it is also where a missing topic is noticed.
-        missing = [t for t in self._lanes if not self._consumer.partitions_for_topic(t)]
+        self._consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
+        # The topics' metadata, fetched after subscribing and before joining: a leader then
+        # assigns every partition at once, and kafka-python's snapshot of the subscribed
+        # topics is whole. Fetched before subscribing, the snapshot stayed empty until the
+        # next metadata refresh (30 s on), which then rebalanced the group mid-traffic.
+        try:
+            known = self._consumer.topics()
+        except KafkaError as exc:
+            self.close()
+            raise BrokerUnavailable(
+                f"cannot list topics at {settings.bootstrap_servers}: {exc}"
+            ) from exc
+        missing = [t for t in self._lanes if t not in known]
         if missing:
             self.close()
             raise ConfigError(
                 f"topic {missing[0]} does not exist at {settings.bootstrap_servers}; run"
                 f" `notice-bus topics init --countries {','.join(self.countries)}` first"
             )
-        self._consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
 
     # --- running ----------------------------------------------------------------------------
 
@@ -264,13 +273,14 @@ class Adapter:
 
     def _finish(self, written: Sequence[tuple[Lane, Batch]]) -> None:
         """After the writes: RECORDED acks; the committer commits once the broker has them."""
-        for lane, batch in written:
-            lane.recorded(batch)
+        with corked(self._producer):  # one wake-up of the network thread for them all
+            for lane, batch in written:
+                lane.recorded(batch)
 
-            def counted(lane: Lane = lane, batch: Batch = batch) -> None:
-                self.metrics.finished(lane.country, len(batch.recorded), batch.rejected)
+                def counted(lane: Lane = lane, batch: Batch = batch) -> None:
+                    self.metrics.finished(lane.country, len(batch.recorded), batch.rejected)
 
-            self._committer.add(batch.records, batch.said, counted)
+                self._committer.add(batch.records, batch.said, counted)
 
     # --- outages ----------------------------------------------------------------------------
 

@@ -47,6 +47,7 @@ from notice_bus.topics import (
     TopicNames,
     admin_client,
     announce_topics,
+    corked,
     kafka_config,
     registered_countries,
 )
@@ -371,9 +372,10 @@ class HQ:
                     max_block_ms=30000,
                 )
             announce_topics(self._producer, {r.topic for r in rows})
-            futures = [
-                self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows
-            ]
+            with corked(self._producer):
+                futures = [
+                    self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows
+                ]
             self._producer.flush(timeout=60)
             for f in futures:
                 f.get(timeout=60)

@@ -176,21 +176,23 @@ class Ack:
         return [(self.notice_id, self.version), *self.also]
 
     def to_avro(self) -> dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {name: getattr(self, name) for name in _ACK_FIELDS}
         out["status"] = self.status.value
         out["also"] = [{"notice_id": n, "version": v} for n, v in self.also]
         return out
 
     @classmethod
     def from_avro(cls, data: dict[str, Any]) -> Ack:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = {k: v for k, v in data.items() if k in _ACK_FIELDS}
         values["status"] = AckStatus(values["status"])
         values["at"] = _aware(values["at"])
         if values.get("received_at") is not None:
             values["received_at"] = _aware(values["received_at"])
         values["also"] = tuple((e["notice_id"], e["version"]) for e in values.get("also", ()))
         return cls(**values)
+
+
+_ACK_FIELDS = frozenset(f.name for f in dataclasses.fields(Ack))
 
 
 @dataclass(frozen=True, slots=True)
