@@ -38,7 +38,8 @@ from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink, _row
 from notice_bus.tables import LOCAL_TABLES, RED_NOTICE, TRACKER_TABLES
 from notice_bus.topics import TopicNames, announce_topics, init_topics, kafka_config
-from notice_bus.tracker_workers import TrackerWorkers, hold_event
+from notice_bus.tracker_workers import TrackerWorkers
+from notice_bus.workers import hold_event
 
 CORPUS = 58_000
 

@@ -1,6 +1,7 @@
-"""A tracker split across processes (``notice-bus tracker --workers``), on the real broker and
-PostgreSQL: every country's acknowledgements stored once, and a killed worker replaced
-without losing any."""
+"""Work split across processes by country, on the real broker and PostgreSQL: a tracker
+(``notice-bus tracker --workers``) stores every country's acknowledgements once, and a hub
+(``notice-bus adapter --processes``) writes every country's notices; a killed worker is
+replaced without losing any."""
 
 from __future__ import annotations
 
@@ -16,15 +17,18 @@ import pytest
 import sqlalchemy as sa
 
 from notice_bus.adapter import Adapter
+from notice_bus.adapter_workers import AdapterWorkers
 from notice_bus.db import make_engine
 from notice_bus.errors import ConfigError
 from notice_bus.hq import HQ
+from notice_bus.local_system import Systems
 from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink
 from notice_bus.tables import TRACKER_TABLES
 from notice_bus.topics import init_topics
-from notice_bus.tracker import Tracker, shard_of
+from notice_bus.tracker import Tracker
 from notice_bus.tracker_workers import TrackerWorkers
+from notice_bus.workers import shard_of, split
 from tests.conftest import run_in_thread
 from tests.factories import draft
 
@@ -34,10 +38,20 @@ COUNTRIES = ["FR", "DE", "IT", "ES", "NG", "TH"]
 
 
 def test_each_country_has_one_worker_and_the_split_is_stable() -> None:
-    split = {cc: shard_of(cc, 2) for cc in COUNTRIES}
-    assert set(split.values()) == {0, 1}  # both workers have countries in the test below
-    assert split == {cc: shard_of(cc, 2) for cc in COUNTRIES}
+    shards = {cc: shard_of(cc, 2) for cc in COUNTRIES}
+    assert set(shards.values()) == {0, 1}  # both workers have countries in the tests below
+    assert shards == {cc: shard_of(cc, 2) for cc in COUNTRIES}
     assert {shard_of(cc, 1) for cc in COUNTRIES} == {0}
+    parts = split(COUNTRIES, 2)
+    assert sorted(parts[0] + parts[1]) == sorted(COUNTRIES)
+    assert all(shard_of(cc, 2) == i for i, part in enumerate(parts) for cc in part)
+
+
+def test_a_process_left_without_a_country_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="without a country"):
+        split(["FR", "DE"], 5)
+    with pytest.raises(ConfigError, match="at least 1"):
+        split(["FR"], 0)
 
 
 def test_a_worker_that_does_not_exist_is_a_config_error(settings: Settings) -> None:
@@ -137,3 +151,83 @@ def test_the_command_runs_workers_and_stops_them_on_sigterm(
         out, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, out
     assert "2 workers" in out
+
+
+def local_count(url: str) -> int:
+    """Notices in a country's local table (0 before its adapter made it)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM red_notice")).scalar_one())
+    except sa.exc.OperationalError:
+        return 0
+    finally:
+        engine.dispose()
+
+
+def test_a_hub_in_two_processes_serves_every_country_and_a_killed_one_is_replaced(
+    settings: Settings, new_postgres_db: Callable[[], str], tmp_path: Path
+) -> None:
+    init_topics(settings, COUNTRIES)
+    tracker_url = new_postgres_db()
+    tracker = Tracker(settings, database_url=tracker_url)
+    tracker_thread, tracker_stop = run_in_thread(tracker.run)
+    local = f"sqlite:///{tmp_path}/{{country}}.db"
+    workers = AdapterWorkers(settings, COUNTRIES, Systems("sql", {"database_url": local}), 2)
+    try:
+        workers.wait_ready()
+        supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.2))
+        with HQ(settings) as hq:
+            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 6)])
+            wait_for(lambda: recorded(tracker_url) == dict.fromkeys(COUNTRIES, 5))
+            killed = workers.pids()[1]
+            assert killed is not None
+            os.kill(killed, signal.SIGKILL)
+            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(6, 11)])
+            wait_for(lambda: recorded(tracker_url) == dict.fromkeys(COUNTRIES, 10), 90)
+        assert workers.pids()[1] not in (None, killed)
+        stop.set()
+        supervisor.join(90)
+        assert not supervisor.is_alive()
+    finally:
+        workers.stop()
+        tracker_stop.set()
+        tracker_thread.join(30)
+    for cc in COUNTRIES:
+        assert local_count(local.replace("{country}", cc)) == 10, cc
+
+
+def test_the_adapter_command_splits_its_countries_and_stops_on_sigterm(
+    settings: Settings, tmp_path: Path
+) -> None:
+    init_topics(settings, COUNTRIES)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
+    }
+    local = f"sqlite:///{tmp_path}/{{country}}.db"
+    command = [sys.executable, "-m", "notice_bus.cli", "adapter", "--country",
+               ",".join(COUNTRIES), "--database-url", local]  # fmt: skip
+    too_many = subprocess.run(
+        [*command, "--processes", "40"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert too_many.returncode == 2
+    assert "without a country" in too_many.stderr
+    proc = subprocess.Popen(
+        [*command, "--processes", "2"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with HQ(settings) as hq:
+            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 4)])
+        wait_for(lambda: all(local_count(local.replace("{country}", cc)) == 3 for cc in COUNTRIES))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    assert "6 countries in 2 processes" in out

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from notice_bus.errors import NoticeBusError
-from notice_bus.settings import STATE_DIR, Settings
+from notice_bus.settings import Settings
 
 log = logging.getLogger("notice_bus")
 
@@ -112,11 +112,9 @@ def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
-    from notice_bus.adapter import Adapter
+    from notice_bus.adapter_workers import AdapterWorkers, run_adapter
     from notice_bus.errors import ConfigError
-    from notice_bus.local_system import as_sink, load_system, read_system_config
-    from notice_bus.metrics import AdapterMetrics, serve
-    from notice_bus.sink import Sink
+    from notice_bus.local_system import Systems, read_system_config
     from notice_bus.topics import parse_countries
 
     countries = parse_countries(args.country)
@@ -133,33 +131,27 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
             "several countries need a local system each: put {country} in --database-url"
             " (e.g. sqlite:///.notice-bus/{country}.db) or in the plug-in's options"
         )
-    name = args.system or "sql"
-
-    def sink(country: str) -> Sink:
-        mine = {
-            k: v.replace("{country}", country) if isinstance(v, str) else v
-            for k, v in options.items()
-        }
-        ledger = (args.ledger_url or f"sqlite:///{STATE_DIR}/ledger-{{country}}.db").replace(
-            "{country}", country
-        )
-        return as_sink(load_system(name, mine), ledger)
-
-    metrics = AdapterMetrics()
-    if args.metrics_port is not None:
-        serve(metrics.registry, args.metrics_port, args.metrics_host)
-    # kafka-python's network threads wake at every send; with Python's default 5 ms switch
-    # interval, the thread that sends then waits for the GIL behind them (a convoy).
-    sys.setswitchinterval(0.0005)
-    adapter = Adapter(
-        settings,
-        {country: sink(country) for country in countries},
-        hub=args.hub,
-        from_beginning=args.from_beginning,
-        instance_id=args.instance_id,
-        metrics=metrics,
-    )
-    adapter.run(_stop_on_signals())
+    ledger = {"ledger_url": args.ledger_url} if args.ledger_url else {}
+    systems = Systems(args.system or "sql", options, **ledger)
+    given = {
+        "hub": args.hub,
+        "from_beginning": args.from_beginning,
+        "instance_id": args.instance_id,
+        "metrics_port": args.metrics_port,
+        "metrics_host": args.metrics_host,
+    }
+    stop = _stop_on_signals()
+    if args.processes > 1:
+        workers = AdapterWorkers(settings, countries, systems, args.processes, **given)
+        try:
+            workers.wait_ready(timeout_s=600)
+        except NoticeBusError:
+            workers.stop()
+            raise
+        log.info("adapter: %d countries in %d processes", len(countries), args.processes)
+        workers.supervise(stop)
+        return 0
+    run_adapter(settings, {cc: systems.sink(cc) for cc in countries}, stop, **given)
     return 0
 
 
@@ -332,8 +324,18 @@ def _parser() -> argparse.ArgumentParser:
         "--hub",
         help="name of the consumer group of several countries (default: from the countries)",
     )
+    c.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="split the countries across this many processes (each a hub of its own)",
+    )
     c.add_argument("--batch-size", type=int)
-    c.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    c.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (process i of --processes on port + i)",
+    )
     c.add_argument("--metrics-host", default="127.0.0.1")
 
     c = command("bootstrap", _cmd_bootstrap, "send a country every notice active now")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from notice_bus.db import (
 )
 from notice_bus.errors import ConfigError, LocalSystemRejected
 from notice_bus.model import Action, NoticeEvent, Reminder, Response
-from notice_bus.settings import read_toml
+from notice_bus.settings import STATE_DIR, read_toml
 from notice_bus.sink import BufferedSink, BureauHooks, Health, Sink
 from notice_bus.validation import NOTICE_ID
 
@@ -215,3 +216,21 @@ def read_system_config(path: str | Path) -> dict[str, Any]:
 def as_sink(system: LocalSystem | Sink, ledger_url: str) -> Sink:
     """A sink for the adapter: sinks as they are, plug-ins behind a version ledger."""
     return system if isinstance(system, Sink) else LedgerSink(system, ledger_url)
+
+
+@dataclass(frozen=True)
+class Systems:
+    """Where each country's local system is: plug-in ``name`` with ``options`` and a version
+    ledger at ``ledger_url``, ``{country}`` in any string standing for the country's code.
+    Picklable, so that a hub's worker processes can make their own sinks."""
+
+    name: str
+    options: Mapping[str, Any]
+    ledger_url: str = f"sqlite:///{STATE_DIR}/ledger-{{country}}.db"
+
+    def sink(self, country: str) -> Sink:
+        mine = {
+            k: v.replace("{country}", country) if isinstance(v, str) else v
+            for k, v in self.options.items()
+        }
+        return as_sink(load_system(self.name, mine), self.ledger_url.replace("{country}", country))

@@ -14,7 +14,6 @@ import logging
 import re
 import threading
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,16 +41,12 @@ from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from notice_bus.topics import TopicNames, kafka_config, poll_or_none
+from notice_bus.workers import shard_of
 
 log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
 _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
-
-
-def shard_of(country: str, shards: int) -> int:
-    """Which of ``shards`` tracker workers reads a country's topics: the same on every run."""
-    return zlib.crc32(country.encode()) % shards
 
 
 class Tracker:
