@@ -25,6 +25,8 @@ from notice_bus.local_broker import LocalBroker
 NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # at 196 countries, PostgreSQL
 SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # other runs and the baseline
 RATE = 2.0  # notices per second
+WARMUP = int(os.environ.get("BENCH_WARMUP_NOTICES", "30"))  # untimed, before each run's timing
+PROCESSES = int(os.environ.get("BENCH_HOST_PROCESSES", "2"))  # the host's, from 2 countries on
 
 
 def figures(lat: Latencies) -> dict[str, Any]:
@@ -67,27 +69,34 @@ def propagation(bootstrap: str, pg_url: str, tmp: Path) -> None:
     world = country_codes(196)
     say(
         f"propagation: HQ publishes at {RATE:g}/s to every country; latency = publish call ->"
-        " RECORDED ack on the broker"
+        f" RECORDED ack on the broker; {WARMUP} untimed notices first in every run; hosts of"
+        f" 2 countries or more in {PROCESSES} processes"
     )
-    base = run_baseline(bootstrap, world, SMALL, RATE, tmp)
+    base = run_baseline(bootstrap, world, SMALL, RATE, tmp, warmup=WARMUP)
     show("raw kafka-python, 196", base)
     growth: dict[str, Any] = {}
     runs: dict[int, RunResult] = {}
     for n, notices in ((1, SMALL), (10, SMALL), (50, SMALL), (196, NOTICES)):
         countries = world[:n]
         template = pg_schemas(pg_url, countries)
-        r = run_adapters(bootstrap, countries, template, notices, RATE, tmp, f"pg{n}")
+        procs = 1 if n == 1 else PROCESSES
+        r = run_adapters(
+            bootstrap, countries, template, notices, RATE, tmp, f"pg{n}",
+            processes=procs, warmup=WARMUP,
+        )  # fmt: skip
         runs[n] = r
-        show(f"notice-bus, PostgreSQL, {n}", r.latencies, f"RSS {r.rss_mb:.0f} MiB")
+        show(f"notice-bus, PostgreSQL, {n}", r.latencies, f"RSS {r.rss_mb:.0f} MiB ({procs} p.)")
         growth[str(n)] = {
             **figures(r.latencies),
             "rss_mb": round(r.rss_mb, 1),
+            "processes": procs,
             "notices": notices,
             "unrecorded": r.missing,
         }
     lite = run_adapters(
-        bootstrap, world, f"sqlite:///{tmp}/lite-{{country}}.db", SMALL, RATE, tmp, "sqlite196"
-    )
+        bootstrap, world, f"sqlite:///{tmp}/lite-{{country}}.db", SMALL, RATE, tmp, "sqlite196",
+        processes=PROCESSES, warmup=WARMUP,
+    )  # fmt: skip
     show("notice-bus, SQLite, 196", lite.latencies, f"RSS {lite.rss_mb:.0f} MiB")
     top = runs[196]
     record(
@@ -99,6 +108,8 @@ def propagation(bootstrap: str, pg_url: str, tmp: Path) -> None:
             "propagation_worst_country": figures(top.latencies)["worst_country"],
             "propagation_worst_p99_s": figures(top.latencies)["worst_p99_s"],
             "propagation_notices": NOTICES,
+            "propagation_warmup_notices": WARMUP,
+            "propagation_host_processes": PROCESSES,
             "propagation_baseline_p50_s": figures(base)["p50_s"],
             "propagation_baseline_p99_s": figures(base)["p99_s"],
             "propagation_baseline_notices": SMALL,

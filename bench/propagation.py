@@ -23,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +162,27 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
+def tree_peak_rss_mb(pid: int) -> float:
+    """The sum of the high-water resident sets of ``pid`` and all its descendants: what a
+    host split across processes (``--processes``) holds, its supervisor included."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += peak_rss_mb(p)
+        except (OSError, RuntimeError):
+            continue  # exited meanwhile
+        todo += children.get(p, [])
+    return total
+
+
 @contextmanager
 def run_topics(
     bootstrap: str, tmp: Path, label: str, countries: Sequence[str]
@@ -186,7 +207,7 @@ def bench_settings(bootstrap: str, tmp: Path, label: str) -> Settings:
 
 @contextmanager
 def host_process(
-    settings: Settings, countries: Sequence[str], url_template: str, log: Path
+    settings: Settings, countries: Sequence[str], url_template: str, log: Path, processes: int
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
@@ -195,6 +216,8 @@ def host_process(
         "NOTICE_BUS_PARTITIONS": str(settings.partitions),
     }
     cmd = [sys.executable, "-m", "notice_bus.cli", "adapter", "--country", ",".join(countries)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [*cmd, "--database-url", url_template], env=env, stdout=out, stderr=subprocess.STDOUT
@@ -213,9 +236,27 @@ def host_process(
 @dataclass
 class RunResult:
     countries: int
+    processes: int
     latencies: Latencies
     rss_mb: float
     missing: int
+
+
+def warm_up(
+    publish: Callable[[int], set[tuple[str, str]]], watch: AckWatch, count: int, rate: float
+) -> None:
+    """``count`` notices at ``rate``, untimed, each answered before the timing starts.
+
+    A run meets topics made for it, and the broker's first seconds of traffic on new topics
+    held single produce requests for 1-3 s here (once per run, some 6 and 14 s in; on the
+    baseline's topics too). A deployment's topics live for years, so the figures are of
+    the traffic after that.
+    """
+    wanted: set[tuple[str, str]] = set()
+    for i in paced(count, rate):
+        wanted |= publish(i)
+    if watch.wait_for(wanted, 300):
+        raise RuntimeError("the warm-up notices were never all answered")
 
 
 def run_adapters(
@@ -226,14 +267,19 @@ def run_adapters(
     rate: float,
     tmp: Path,
     label: str,
+    *,
+    processes: int = 1,
+    warmup: int = 0,
 ) -> RunResult:
-    """Publish ``notices`` at ``rate`` to ``countries`` served by one host process."""
+    """Publish ``notices`` at ``rate`` to ``countries`` served by one host, in ``processes``
+    processes, after ``warmup`` untimed notices (see :func:`warm_up`)."""
     with run_topics(bootstrap, tmp, label, countries) as settings:
         watch = AckWatch(settings, countries, decode=True)
-        drafts = make_drafts(notices + 1, seed=len(countries), first_number=50000)
+        drafts = make_drafts(notices + warmup + 1, seed=len(countries), first_number=50000)
+        log = tmp / f"{label}.log"
         with (
             HQ(settings) as hq,
-            host_process(settings, countries, url_template, tmp / f"{label}.log") as proc,
+            host_process(settings, countries, url_template, log, processes) as proc,
         ):
             # A first notice everyone must record: every adapter is up and has joined its group.
             began = time.monotonic()
@@ -245,6 +291,13 @@ def run_adapters(
                     f"{label}: {len(missing)} countries never recorded the first notice"
                 )
             say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
+            early, drafts = drafts[:warmup], drafts[warmup:]
+
+            def publish(i: int) -> set[tuple[str, str]]:
+                hq.publish([early[i]])
+                return {(c, early[i].notice_id) for c in countries}
+
+            warm_up(publish, watch, warmup, rate)
             sent: dict[str, float] = {}
             calls: dict[str, float] = {}
             for i in paced(len(drafts), rate):
@@ -253,7 +306,7 @@ def run_adapters(
                 calls[drafts[i].notice_id] = time.time() - sent[drafts[i].notice_id]
             wanted = {(c, nid) for c in countries for nid in sent}
             left = watch.wait_for(wanted, 120)
-            rss = peak_rss_mb(proc.pid)
+            rss = tree_peak_rss_mb(proc.pid)
         watch.close()
         if proc.returncode not in (0, -15):
             raise RuntimeError(
@@ -261,6 +314,7 @@ def run_adapters(
             )
         return RunResult(
             len(countries),
+            processes,
             latencies(sent, watch, countries, calls),
             rss,
             len(left),
@@ -268,7 +322,13 @@ def run_adapters(
 
 
 def run_baseline(
-    bootstrap: str, countries: Sequence[str], notices: int, rate: float, tmp: Path
+    bootstrap: str,
+    countries: Sequence[str],
+    notices: int,
+    rate: float,
+    tmp: Path,
+    *,
+    warmup: int = 0,
 ) -> Latencies:
     """Bare kafka-python: produce -> consume -> produce, over topics laid out as ours."""
     with run_topics(bootstrap, tmp, "raw", countries) as settings:
@@ -309,6 +369,14 @@ def run_baseline(
         producer.flush()
         if watch.wait_for({(c, "raw/warm") for c in countries}, 300):
             raise RuntimeError("baseline: the relay never answered the first round")
+
+        def publish(i: int) -> set[tuple[str, str]]:
+            for c in countries:
+                producer.send(names.notices(c), key=f"raw/early/{i}".encode(), value=payload)
+            producer.flush()
+            return {(c, f"raw/early/{i}") for c in countries}
+
+        warm_up(publish, watch, warmup, rate)
         sent: dict[str, float] = {}
         for i in paced(notices, rate):
             nid = f"raw/{i}"
