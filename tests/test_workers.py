@@ -28,7 +28,7 @@ from notice_bus.tables import TRACKER_TABLES
 from notice_bus.topics import init_topics
 from notice_bus.tracker import Tracker
 from notice_bus.tracker_workers import TrackerWorkers
-from notice_bus.workers import shard_of, split
+from notice_bus.workers import Workers, backoff_s, shard_of, split
 from tests.conftest import run_in_thread
 from tests.factories import draft
 
@@ -57,6 +57,19 @@ def test_a_process_left_without_a_country_is_a_config_error() -> None:
 def test_a_worker_that_does_not_exist_is_a_config_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="worker 2 of 2"):
         Tracker(settings, shard=2, shards=2)
+
+
+def test_a_worker_that_keeps_dying_at_start_is_started_again_less_and_less_often() -> None:
+    assert [backoff_s(n) for n in (0, 1, 2, 3, 4, 7, 8, 20)] == [0, 1, 2, 4, 8, 60, 60, 60]
+    # sys.exit given a worker's four arguments raises at once: a worker that cannot start.
+    workers = Workers("dying", sys.exit, 1)
+    supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.05))
+    time.sleep(5)
+    stop.set()
+    supervisor.join(60)
+    # Started again after 1 s, then 2 s, then 4 s: at most twice in 5 s, however fast it
+    # dies (every 0.05 s, as before, would be once per start-up, ~1 s here).
+    assert 1 <= workers.restarts <= 2
 
 
 def recorded(url: str) -> dict[str, int]:

@@ -6,7 +6,9 @@ same job, each told its shard: the countries :func:`shard_of` gives it. The spli
 on the country code alone, so adding a country never moves the others.
 
 The parent supervises: a worker that dies is started again (its uncommitted batch is read
-again, which Kafka's committed offsets and our idempotent writes make harmless), and
+again, which Kafka's committed offsets and our idempotent writes make harmless), at once if it
+had been running a while, after 1, 2, 4 ... 60 s if it keeps dying soon after starting (a
+database it cannot reach, a bad setting), so that its traceback is not printed every second.
 :meth:`Workers.stop` (SIGTERM for each) lets every worker finish its batch and leave.
 """
 
@@ -31,6 +33,14 @@ _SPAWN = multiprocessing.get_context("spawn")  # no forked copies of Kafka clien
 # target(shard, shards, stop, started, *args): runs the shard's job until ``stop`` is set,
 # calling ``started()`` once it is connected.
 Target = Callable[..., None]
+_STEADY_S = 30.0  # a worker that ran this long before dying is started again at once
+_MAX_BACKOFF_S = 60.0
+
+
+def backoff_s(failures: int) -> float:
+    """How long to wait before starting again a worker that died ``failures`` times in a row
+    soon after starting: 0 for none, then 1, 2, 4 ... up to a minute."""
+    return 0.0 if failures < 1 else min(_MAX_BACKOFF_S, 2.0 ** (failures - 1))
 
 
 def shard_of(country: str, shards: int) -> int:
@@ -74,10 +84,15 @@ class Workers:
         self.name = name
         self._target, self._shards, self._args, self._hold = target, shards, args, hold
         self._ready: Any = _SPAWN.Queue()
+        self._started = [0.0] * shards
+        self._failures = [0] * shards  # deaths in a row, each soon after starting
+        self._due: list[float | None] = [None] * shards  # when a dead worker starts again
+        self.restarts = 0
         self._procs: list[BaseProcess] = [self._spawn(i) for i in range(shards)]
         self._stopping = False
 
     def _spawn(self, shard: int) -> BaseProcess:
+        self._started[shard] = time.monotonic()
         proc = _SPAWN.Process(
             target=_entry,
             args=(self.name, self._target, shard, self._shards, self._args, self._hold),
@@ -116,11 +131,23 @@ class Workers:
             while not stop.wait(every_s):
                 for i, proc in enumerate(self._procs):
                     if not proc.is_alive():
-                        log.error("%s died (exit %s), starting it again", proc.name,
-                                  proc.exitcode)  # fmt: skip
-                        self._procs[i] = self._spawn(i)
+                        self._restart(i, proc)
         finally:
             self.stop()
+
+    def _restart(self, i: int, proc: BaseProcess) -> None:
+        now = time.monotonic()
+        if self._due[i] is None:  # just found dead
+            lived = now - self._started[i]
+            self._failures[i] = self._failures[i] + 1 if lived < _STEADY_S else 0
+            wait = backoff_s(self._failures[i])
+            self._due[i] = now + wait
+            log.error("%s died (exit %s) after %.0f s, starting it again in %.0f s",
+                      proc.name, proc.exitcode, lived, wait)  # fmt: skip
+        if now >= (self._due[i] or 0.0):
+            self._due[i] = None
+            self.restarts += 1
+            self._procs[i] = self._spawn(i)
 
     def stop(self, timeout_s: float = 60) -> None:
         """Ask every worker to finish its batch and leave; kill those that do not."""
