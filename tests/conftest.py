@@ -162,3 +162,15 @@ def run_in_thread(
     t = threading.Thread(target=target, args=(stop,), daemon=True)
     t.start()
     return t, stop
+
+
+def command_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a `notice-bus` subprocess: this test's broker and topics, polls of
+    0.2 s, and ``extra`` (NOTICE_BUS_* settings)."""
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
+        **extra,
+    }

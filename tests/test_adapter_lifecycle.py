@@ -3,7 +3,6 @@ rebuilt local copies, on the real broker."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from notice_bus.settings import Settings
 from notice_bus.sql_sink import SqlSink
 from notice_bus.tables import ACK
 from notice_bus.topics import init_topics
-from tests.conftest import Bus
+from tests.conftest import Bus, command_env
 from tests.factories import draft
 from tests.support.http_server import NationalApi
 from tests.support.workload import local_state
@@ -69,12 +68,7 @@ def test_plugin_chosen_by_configuration(settings: Settings, tmp_path: Path) -> N
     inbox.mkdir()
     config = tmp_path / "file-drop.toml"
     config.write_text(f'inbox = "{inbox}"\n')
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
-        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
-    }
+    env = command_env(settings)
     proc = subprocess.Popen(
         [
             sys.executable,

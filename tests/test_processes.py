@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from notice_bus.hq import HQ
 from notice_bus.settings import Settings
 from notice_bus.tables import RED_NOTICE
 from notice_bus.topics import init_topics
+from tests.conftest import command_env
 from tests.factories import draft
 
 pytestmark = pytest.mark.kafka
@@ -24,13 +24,7 @@ CLI = [sys.executable, "-m", "notice_bus.cli"]
 
 
 def spawn(args: list[str], settings: Settings, cwd: Path) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
-        "NOTICE_BUS_TRACKER_DATABASE_URL": settings.tracker_database_url,
-        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
-    }
+    env = command_env(settings, NOTICE_BUS_TRACKER_DATABASE_URL=settings.tracker_database_url)
     return subprocess.Popen(
         [*CLI, *args], env=env, cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )

@@ -32,6 +32,7 @@ from notice_bus.sql_sink import SqlSink
 from notice_bus.tables import ACK, TRACKER_TABLES
 from notice_bus.topics import init_topics
 from notice_bus.tracker import Tracker
+from tests.conftest import command_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.workload import (
     Workload,
@@ -49,14 +50,7 @@ CLI = [sys.executable, "-m", "notice_bus.cli"]
 def adapter_process(
     settings: Settings, country: str, url: str, *extra: str, log: Path
 ) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
-        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
-        "NOTICE_BUS_BATCH_SIZE": "100",
-        "NOTICE_BUS_SESSION_TIMEOUT_MS": "6000",
-    }
+    env = command_env(settings, NOTICE_BUS_BATCH_SIZE="100", NOTICE_BUS_SESSION_TIMEOUT_MS="6000")
     with open(log, "ab") as out:
         return subprocess.Popen(
             [*CLI, "adapter", "--country", country, "--database-url", url, *extra],

@@ -29,7 +29,7 @@ from notice_bus.topics import init_topics
 from notice_bus.tracker import Tracker
 from notice_bus.tracker_workers import TrackerWorkers
 from notice_bus.workers import Workers, backoff_s, shard_of, split
-from tests.conftest import run_in_thread
+from tests.conftest import command_env, run_in_thread
 from tests.factories import draft
 
 pytestmark = pytest.mark.kafka
@@ -94,6 +94,27 @@ def wait_for(check: Callable[[], bool], timeout_s: float = 60) -> None:
         time.sleep(0.2)
 
 
+def publish_kill_and_publish(
+    settings: Settings, workers: Workers, recorded: Callable[[], dict[str, int]]
+) -> None:
+    """Under supervision: 5 notices to every country, all recorded; worker 1 SIGKILLed;
+    5 more, all recorded too; worker 1 replaced; the supervisor stops on request."""
+    workers.wait_ready()
+    supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.2))
+    with HQ(settings) as hq:
+        hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 6)])
+        wait_for(lambda: recorded() == dict.fromkeys(COUNTRIES, 5))
+        killed = workers.pids()[1]
+        assert killed is not None
+        os.kill(killed, signal.SIGKILL)
+        hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(6, 11)])
+        wait_for(lambda: recorded() == dict.fromkeys(COUNTRIES, 10), 90)
+    assert workers.pids()[1] not in (None, killed)
+    stop.set()
+    supervisor.join(90)
+    assert not supervisor.is_alive()
+
+
 def test_two_workers_store_every_country_and_a_killed_one_is_replaced(
     settings: Settings, new_postgres_db: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -105,20 +126,7 @@ def test_two_workers_store_every_country_and_a_killed_one_is_replaced(
     hub_thread, hub_stop = run_in_thread(hub.run)
     workers = TrackerWorkers(settings, 2, database_url=url, escalate=False)
     try:
-        workers.wait_ready()
-        supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.2))
-        with HQ(settings) as hq:
-            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 6)])
-            wait_for(lambda: recorded(url) == dict.fromkeys(COUNTRIES, 5))
-            killed = workers.pids()[1]
-            assert killed is not None
-            os.kill(killed, signal.SIGKILL)
-            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(6, 11)])
-            wait_for(lambda: recorded(url) == dict.fromkeys(COUNTRIES, 10))
-        assert workers.pids()[1] not in (None, killed)
-        stop.set()
-        supervisor.join(90)
-        assert not supervisor.is_alive()
+        publish_kill_and_publish(settings, workers, lambda: recorded(url))
     finally:
         workers.stop()
         hub_stop.set()
@@ -136,12 +144,7 @@ def test_the_command_runs_workers_and_stops_them_on_sigterm(
 ) -> None:
     init_topics(settings, ["FR", "DE"])
     url = new_postgres_db()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
-        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
-    }
+    env = command_env(settings)
     proc = subprocess.Popen(
         [sys.executable, "-m", "notice_bus.cli", "tracker", "--workers", "2", "--database-url",
          url],
@@ -188,20 +191,7 @@ def test_a_hub_in_two_processes_serves_every_country_and_a_killed_one_is_replace
     local = f"sqlite:///{tmp_path}/{{country}}.db"
     workers = AdapterWorkers(settings, COUNTRIES, Systems("sql", {"database_url": local}), 2)
     try:
-        workers.wait_ready()
-        supervisor, stop = run_in_thread(lambda s: workers.supervise(s, every_s=0.2))
-        with HQ(settings) as hq:
-            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(1, 6)])
-            wait_for(lambda: recorded(tracker_url) == dict.fromkeys(COUNTRIES, 5))
-            killed = workers.pids()[1]
-            assert killed is not None
-            os.kill(killed, signal.SIGKILL)
-            hq.publish([draft(f"2026/{n}", targets=tuple(COUNTRIES)) for n in range(6, 11)])
-            wait_for(lambda: recorded(tracker_url) == dict.fromkeys(COUNTRIES, 10), 90)
-        assert workers.pids()[1] not in (None, killed)
-        stop.set()
-        supervisor.join(90)
-        assert not supervisor.is_alive()
+        publish_kill_and_publish(settings, workers, lambda: recorded(tracker_url))
     finally:
         workers.stop()
         tracker_stop.set()
@@ -214,12 +204,7 @@ def test_the_adapter_command_splits_its_countries_and_stops_on_sigterm(
     settings: Settings, tmp_path: Path
 ) -> None:
     init_topics(settings, COUNTRIES)
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-        "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
-        "NOTICE_BUS_POLL_TIMEOUT_MS": "200",
-    }
+    env = command_env(settings)
     local = f"sqlite:///{tmp_path}/{{country}}.db"
     command = [sys.executable, "-m", "notice_bus.cli", "adapter", "--country",
                ",".join(COUNTRIES), "--database-url", local]  # fmt: skip
