@@ -8,33 +8,36 @@ producer and one commit, which is what lets a 2-core machine serve all 196.
 Each poll runs the same single-purpose steps, in order:
 
 1. **decode** the Avro message (any schema version the schema store knows);
-2. **validate** it against the notice rules and check it is addressed to that country;
-3. **write** the valid ones through the country's :class:`~notice_bus.sink.Sink`;
+2. **validate** it against the notice rules; an update no longer addressed to that country
+   becomes a withdrawal of its copy (a cancel is applied whoever it names);
+3. **write** the valid ones through the country's :class:`~notice_bus.sink.Sink`, on a
+   writer thread (:mod:`notice_bus.writers`): the polling thread never waits on a local system;
 4. **acknowledge**: RECORDED to the country's acks topic, one message for the batch's events,
    carrying when they were received (a separate RECEIVED goes only when the write has to wait);
    invalid records go to the dead-letter topic with their reason and a REJECTED acknowledgement;
 5. **commit** the offsets, only once every record is written or dead-lettered and every
    acknowledgement is confirmed by the broker.
 
-When a country's local system is unavailable, a few quick retries absorb a blip; past them
-the adapter *holds* that country's batch: it pauses that country's partitions, keeps polling
-(so the group sees a live member and does not rebalance, and the other countries go on),
-probes the system's health with backoff, and finishes the batch when the system answers again.
+When a country's local system is unavailable (or slow, or hung), only that country waits. A few
+quick retries on its writer thread absorb a blip; past them the adapter *holds* that country's
+batch: it pauses that country's partitions, keeps polling (so the group sees a live member and
+does not rebalance, and the other countries go on), probes the system's health with backoff on
+the writer thread, and finishes the batch when the system answers again.
 When the broker fails us, the batch is read again from the committed offsets; writes are
 idempotent and the tracker deduplicates acknowledgements, so a replay is harmless.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -47,7 +50,7 @@ from notice_bus.errors import (
     LocalSystemUnavailable,
     TransientError,
 )
-from notice_bus.lane import Batch, Lane, write_all
+from notice_bus.lane import Batch, Lane
 from notice_bus.metrics import AdapterMetrics
 from notice_bus.model import utcnow
 from notice_bus.retry import retrying
@@ -55,11 +58,14 @@ from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
 from notice_bus.topics import TopicNames, corked, kafka_config, poll_or_none
+from notice_bus.writers import Writers
 
 log = logging.getLogger("notice_bus.adapter")
 
 Clock = Callable[[], datetime]
 _WRITERS = 8  # a hub's lanes writing at once: enough to overlap waits on the local systems
+_BUSY_POLL_MS = 50  # how long a poll waits while lanes are writing
+_REVOKE_WAIT_S = 10.0  # for the acknowledgements of finished batches, before a rebalance
 
 
 def group_id(settings: Settings, country: str) -> str:
@@ -70,16 +76,16 @@ def hub_group_id(settings: Settings, hub: str) -> str:
     return f"{settings.topic_prefix}notice-bus.hub.{hub}"
 
 
-def hub_name(countries: Iterable[str]) -> str:
-    """A stable default name for the hub of ``countries``: a restart resumes its offsets."""
-    return hashlib.sha1(",".join(sorted(countries)).encode()).hexdigest()[:10]
+#: The hub name when none is given. It does not depend on the countries: a hub that gains a
+#: country keeps its group, and its offsets, instead of re-reading every topic from the start.
+DEFAULT_HUB = "default"
 
 
 class Adapter:
     """Consumes the notices of the countries of ``sinks`` (country -> its local system).
 
     One country uses that country's consumer group. Several use the group of ``hub`` (a name;
-    by default derived from the countries), so several instances of a hub share its work;
+    by default :data:`DEFAULT_HUB`), so several instances of a hub share its work;
     a country moved between a hub and an adapter of its own is read again from the start of
     its (compacted) topic, which idempotent writes absorb.
 
@@ -110,7 +116,7 @@ class Adapter:
         if len(sinks) == 1 and hub is None:
             label, group = self.countries[0], group_id(settings, self.countries[0])
         else:
-            hub = hub or hub_name(sinks)
+            hub = hub or DEFAULT_HUB
             label, group = f"hub-{hub}", hub_group_id(settings, hub)
         self.adapter_id = adapter_id or f"{label}@{socket.gethostname()}:{os.getpid()}"
         self.group = group
@@ -162,11 +168,12 @@ class Adapter:
             )
             self._lanes.update(dict.fromkeys(lane.topics, lane))
         self.lanes = list(dict.fromkeys(self._lanes.values()))  # one per country
-        self._pool = (
-            ThreadPoolExecutor(min(_WRITERS, len(sinks)), thread_name_prefix="notice-bus-write")
-            if len(sinks) > 1
-            else None
-        )
+        self._by_country = {lane.country: lane for lane in self.lanes}
+        self._writers = Writers(min(_WRITERS, len(sinks)))
+        self._jobs: dict[str, Batch] = {}  # the batch each busy lane is writing
+        # How long a step waits for its writes before polling again: a quick write is
+        # acknowledged in the same step, a slow one holds only its own lane.
+        self._patience_s = settings.poll_timeout_ms / 1000
         self._consumer.subscribe(list(self._lanes), listener=_Rebalance(self))
         # The topics' metadata, fetched after subscribing and before joining: a leader then
         # assigns every partition at once, and kafka-python's snapshot of the subscribed
@@ -202,42 +209,40 @@ class Adapter:
             self.close()
 
     def step(self) -> int:
-        """Poll once and process what came; returns the number of records written."""
-        for lane in self.lanes:
-            lane.channel.relay_responses(lane.sink)
-        batches: dict[str, Batch] = {}
-        lanes: dict[str, Lane] = {}
-        written: list[tuple[Lane, Batch]] = []
+        """Poll once, hand what came to the lanes' writers, and finish what they have done;
+        returns the number of records finished. Never waits on a local system for longer
+        than ``poll_timeout_ms``: a lane still writing is collected on a later step."""
         try:
             self._committer.settle(wait=False)
-            done = self._retry_held()
-            # Until the group has given us partitions, poll long: kafka-python drives the
-            # join's round trips only inside poll, and short polls can starve it.
-            wait_ms = self.settings.poll_timeout_ms if self._consumer.assignment() else 2000
-            polled = poll_or_none(self._consumer, wait_ms, self.adapter_id)
-            if polled is None:  # the broker is unreachable: nothing read, nothing to lose
-                return done
-            if not polled:
-                self._committer.settle(wait=True)  # idle: make everything durable now
-                return done
-            for tp, records in polled.items():
-                lane = self._lanes[tp.topic]
-                lanes[lane.country] = lane
-                batches.setdefault(lane.country, Batch([])).records.extend(records)
-            work = [(lanes[country], batch) for country, batch in batches.items()]
-            for lane, batch in work:
-                lane.take_in(batch)
-            outcomes = write_all(work, self._flush, self._pool)
-            for (lane, batch), away in zip(work, outcomes, strict=True):
-                if away is not None:
-                    self._hold(lane, batch, away)
-                else:
-                    written.append((lane, batch))
-            self._finish(written)
         except TransientError as exc:
-            self._abandon([b for c, b in batches.items() if lanes[c].held is not b], exc)
+            self._abandon(exc)
             return 0
-        return done + sum(len(b.records) for _, b in written)
+        done = self._collect()
+        self._start_due()
+        # Until the group has given us partitions, poll long: kafka-python drives the
+        # join's round trips only inside poll, and short polls can starve it. While lanes
+        # are writing, poll briefly, so that their end is acknowledged soon.
+        wait_ms = self.settings.poll_timeout_ms if self._consumer.assignment() else 2000
+        if len(self._writers):
+            wait_ms = min(wait_ms, _BUSY_POLL_MS)
+        polled = poll_or_none(self._consumer, wait_ms, self.adapter_id)
+        if polled is None:  # the broker is unreachable: nothing read, nothing to lose
+            return done
+        if not polled:
+            if not len(self._writers):
+                try:
+                    self._committer.settle(wait=True)  # idle: make everything durable now
+                except TransientError as exc:
+                    self._abandon(exc)
+            return done
+        batches: dict[str, Batch] = {}
+        for tp, records in polled.items():
+            lane = self._lanes[tp.topic]
+            batches.setdefault(lane.country, Batch([])).records.extend(records)
+        for country, batch in batches.items():
+            self._dispatch(self._by_country[country], batch)
+        self._writers.wait(self._patience_s)
+        return done + self._collect()
 
     @property
     def holding(self) -> bool:
@@ -245,11 +250,14 @@ class Adapter:
         return any(lane.held is not None for lane in self.lanes)
 
     def close(self) -> None:
-        """Leave the consumer group and release connections. Safe to call twice."""
+        """Finish the writes in hand, leave the consumer group and release connections.
+        Safe to call twice."""
         if self._closed:
             return
         self._closed = True
         try:
+            self._writers.shutdown()  # a write in hand finishes
+            self._collect()
             self._committer.settle(wait=True)
         except TransientError as exc:
             log.warning("leaving uncommitted batches; they will be read again: %s", exc)
@@ -259,12 +267,81 @@ class Adapter:
             if self._owns_producer:
                 self._producer.close(timeout=10)
             self._consumer.close()
-            if self._pool is not None:
-                self._pool.shutdown()
             for lane in self.lanes:
                 lane.sink.close()
 
     # --- the pipeline -----------------------------------------------------------------------
+
+    def _dispatch(self, lane: Lane, batch: Batch) -> None:
+        """Take a lane's new records in and start its write; a lane busy with an earlier
+        batch, or holding one, gets them back later (a rebalance may have resumed it)."""
+        if lane.held is not None or self._writers.busy(lane.country):
+            self._put_back(lane, batch.records)
+            return
+        try:
+            lane.take_in(batch)
+        except TransientError as exc:  # a dead letter could not be sent
+            log.error("%s: batch not taken in, it will be read again: %s", lane.country, exc)
+            self._put_back(lane, batch.records)
+            self._consumer.resume(*self._partitions(lane))
+            return
+        self._start(lane, batch)
+
+    def _start(self, lane: Lane, batch: Batch, *, probe: bool = False) -> None:
+        def job() -> None:
+            lane.work(batch, self._flush, probe=probe)
+            lane.channel.relay_responses(lane.sink)  # answers ride along when due
+
+        self._jobs[lane.country] = batch
+        self._writers.start(lane.country, job)
+
+    def _start_due(self) -> None:
+        """Start a held lane's retry when its time has come, and an idle lane's look for
+        its bureau's answers when due."""
+        now = time.monotonic()
+        for lane in self.lanes:
+            if self._writers.busy(lane.country):
+                continue
+            batch = lane.held
+            if batch is not None:
+                if now >= batch.next_try:
+                    batch.attempts += 1
+                    self._start(lane, batch, probe=True)
+            elif lane.channel.due():
+                self._jobs.pop(lane.country, None)
+                self._writers.start(lane.country, functools.partial(_answers, lane))
+
+    def _collect(self) -> int:
+        """Act on the writers' ended jobs; returns the records finished."""
+        done = 0
+        finished: list[tuple[Lane, Batch]] = []
+        for country, outcome in self._writers.ended():
+            lane = self._by_country[country]
+            batch = self._jobs.pop(country, None)
+            if batch is None:  # a look for answers: it logs its own failures
+                if lane.held is None:  # records put back meanwhile are read again
+                    self._consumer.resume(*self._partitions(lane))
+                continue
+            if outcome is None:
+                if lane.held is batch:
+                    log.info("%s: local system back after %d attempts", country, batch.attempts)
+                    self._release(lane)
+                self._consumer.resume(*self._partitions(lane))
+                finished.append((lane, batch))
+                done += len(batch.records)
+            elif isinstance(outcome, TransientError) and not isinstance(
+                outcome, LocalSystemUnavailable
+            ):  # the broker failed us: read the batch again
+                log.error("%s: batch not done, it will be read again: %s", country, outcome)
+                self.metrics.errors.labels(country, "broker_unavailable").inc()
+                if lane.held is batch:
+                    self._release(lane)
+                self._put_back(lane, batch.records)
+                self._consumer.resume(*self._partitions(lane))
+            else:
+                self._hold(lane, batch, outcome)
+        self._finish(finished)
+        return done
 
     def _flush(self, sink: Sink) -> None:
         for attempt in self._retry:
@@ -288,89 +365,74 @@ class Adapter:
         return [tp for tp in self._consumer.assignment() if tp.topic in lane.topics]
 
     def _hold(self, lane: Lane, batch: Batch, exc: Exception) -> None:
-        log.error(
-            "%s: local system unavailable, holding %d records: %s",
-            lane.country,
-            len(batch.records),
-            exc,
-        )
-        self._consumer.pause(*self._partitions(lane))
-        lane.received(batch)
-        self.metrics.errors.labels(lane.country, "local_system_unavailable").inc()
-        self.metrics.holding.labels(lane.country).set(1)
-        batch.next_try = time.monotonic() + self._backoff(batch.attempts)
-        lane.held = batch
-
-    def _retry_held(self) -> int:
-        """Try again the held batches whose time has come; returns the records finished."""
-        done = 0
-        for lane in self.lanes:
-            batch = lane.held
-            if batch is None or time.monotonic() < batch.next_try:
-                continue
-            batch.attempts += 1
-            health = lane.sink.health()
-            try:
-                if not health.ok:
-                    raise LocalSystemUnavailable(health.detail or "health check failed")
-                lane.write(batch, self._flush)
-                self._finish([(lane, batch)])
-            except LocalSystemUnavailable as exc:
-                batch.next_try = time.monotonic() + self._backoff(batch.attempts)
-                log.warning(
-                    "%s: still unavailable (attempt %d): %s", lane.country, batch.attempts, exc
-                )
-                continue
-            except TransientError as exc:
+        """Keep the batch until the local system answers again; only this lane waits."""
+        mine = {TopicPartition(r.topic, r.partition) for r in batch.records}
+        if not mine & self._consumer.assignment():
+            log.warning("%s: a held batch's partitions moved away; their owner reads it", lane)
+            if lane.held is batch:
                 self._release(lane)
-                self._abandon([batch], exc)
-                continue
-            log.info("%s: local system back after %d attempts", lane.country, batch.attempts)
-            self._release(lane)
-            done += len(batch.records)
-        return done
+            return
+        if lane.held is not batch:
+            log.error(
+                "%s: local system unavailable, holding %d records: %s",
+                lane.country,
+                len(batch.records),
+                exc,
+            )
+            lane.received(batch)
+            self.metrics.errors.labels(lane.country, "local_system_unavailable").inc()
+            self.metrics.holding.labels(lane.country).set(1)
+            lane.held = batch
+        else:
+            log.warning("%s: still unavailable (attempt %d): %s", lane.country, batch.attempts, exc)
+        self._consumer.pause(*self._partitions(lane))
+        batch.next_try = time.monotonic() + self._backoff(batch.attempts)
 
     def _release(self, lane: Lane) -> None:
         lane.held = None
         self.metrics.holding.labels(lane.country).set(0)
-        self._consumer.resume(*self._partitions(lane))
 
     def _backoff(self, attempts: int) -> float:
         return float(min(self.settings.retry_max_s, self.settings.retry_initial_s * 2**attempts))
 
-    def _abandon(self, batches: Sequence[Batch], exc: Exception) -> None:
-        """Read the batches again from their first offsets, and the uncommitted ones too."""
-        first = self._committer.forget()
-        for batch in batches:
-            for r in batch.records:
-                first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        log.error("batch not done, %d partitions will be read again: %s", len(first), exc)
-        for tp in first:
-            lane = self._lanes[tp.topic]
-            self.metrics.errors.labels(lane.country, "broker_unavailable").inc()
-            lane.sink.discard([tp.partition])
+    def _put_back(self, lane: Lane, records: Sequence[Any]) -> None:
+        """Read ``records`` again later: seek to the first of each partition, and pause the
+        lane until it can take them."""
+        first: dict[TopicPartition, int] = {}
+        for r in records:
+            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
         assigned = self._consumer.assignment()
         for tp, offset in first.items():
             if tp in assigned:
                 self._consumer.seek(tp, offset)
+        self._consumer.pause(*self._partitions(lane))
+
+    def _abandon(self, exc: Exception) -> None:
+        """The broker did not confirm what finished batches said: read every uncommitted
+        batch again from its first offsets (writes and acknowledgements are idempotent)."""
+        first = self._committer.forget()
+        log.error("batches not confirmed, %d partitions will be read again: %s", len(first), exc)
+        assigned = self._consumer.assignment()
+        for tp, offset in first.items():
+            lane = self._lanes[tp.topic]
+            self.metrics.errors.labels(lane.country, "broker_unavailable").inc()
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
-        # kafka-python runs this on its IO thread, where nothing may block (no synchronous
-        # commit): batches not committed yet are read again by the partitions' next owner.
-        self._committer.forget()
-        for tp in partitions:
-            lane = self._lanes.get(tp.topic)
-            if lane is None:
-                continue
+        # kafka-python runs this on the consumer's IO thread, while the polling thread waits
+        # in poll(). Finished batches are committed once the broker confirms what they said
+        # (waiting a little: the group's join waits for us, and the producer confirms on a
+        # thread of its own), so their next owner does not write and acknowledge them again.
+        # Writes still in hand are read again by the next owner: idempotent, so harmless.
+        self._committer.commit_confirmed(wait_s=_REVOKE_WAIT_S)
+        for lane in {self._lanes[tp.topic] for tp in partitions if tp.topic in self._lanes}:
             if lane.held is not None:
                 log.warning(
                     "%s: partitions revoked while holding a batch; its new owner re-reads it",
                     lane.country,
                 )
-                lane.held = None
-                self.metrics.holding.labels(lane.country).set(0)
-            if tp.topic == lane.topic:
-                lane.sink.discard([tp.partition])
+                self._release(lane)
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         ours = {lane.topic for lane in self.lanes}
@@ -379,6 +441,10 @@ class Adapter:
             log.info("reading %d partitions from the beginning", len(notices))
             self._consumer.seek_to_beginning(*notices)
             self._rewind_on_assign = False
+
+
+def _answers(lane: Lane) -> None:
+    lane.channel.relay_responses(lane.sink)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -63,10 +63,15 @@ class BureauChannel:
             return
         sink.remind(reminder)
 
+    def due(self) -> bool:
+        """Whether it is time to look for the bureau's answers again."""
+        return time.monotonic() >= self._next
+
     def relay_responses(self, sink: Sink) -> int:
-        """Send the answers the local system holds (at most once a second); returns how many
-        went out. Failures are logged and retried on a later call."""
-        if time.monotonic() < self._next:
+        """Send the answers the local system holds (at most once every ``every_s``); returns
+        how many went out. Failures are logged and retried on a later call; nothing here
+        raises, so a bad answer in a bureau's table never stops its adapter."""
+        if not self.due():
             return 0
         self._next = time.monotonic() + self._every_s
         try:
@@ -82,6 +87,9 @@ class BureauChannel:
                 sink.responses_sent([h for h, _ in pending])
         except NoticeBusError as exc:
             log.error("%s: answers not sent yet: %s", self._country, exc)
+            return 0
+        except Exception:  # a plug-in's bug: logged, and tried again later
+            log.exception("%s: answers not sent yet: the local system's code raised", self._country)
             return 0
         return len(pending)
 

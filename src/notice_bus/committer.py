@@ -10,6 +10,7 @@ succeeded. Nothing is committed past a batch whose acknowledgements are not conf
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,35 @@ class Committer:
             return
         offsets = {tp: off for d in done for tp, off in d.offsets.items()}
         self._commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()}, wait)
+        for d in done:
+            d.then()
+
+    def commit_confirmed(self, wait_s: float) -> None:
+        """Commit, asynchronously, every batch, oldest first, whose acknowledgements the
+        broker confirms within ``wait_s``, and forget the rest: what the adapter does when its
+        partitions are revoked. The commit request goes out before the group's next join, so
+        the partitions' next owner starts after the finished work instead of writing and
+        acknowledging it again. (The producer's own thread confirms the acknowledgements, so
+        waiting for them here does not stall it.)"""
+        deadline = time.monotonic() + wait_s
+        done: list[_Done] = []
+        try:
+            while self._waiting:
+                for f in self._waiting[0].said:
+                    f.get(timeout=max(0.0, deadline - time.monotonic()))
+                done.append(self._waiting.popleft())
+        except KafkaError as exc:  # not confirmed in time: read again by the next owner
+            log.warning("%d batches not confirmed before a rebalance: %s", len(self._waiting), exc)
+        offsets = {tp: off for d in done for tp, off in d.offsets.items()}
+        self.forget()
+        if offsets:
+            try:
+                self._consumer.commit_async(
+                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in offsets.items()},
+                    callback=_log_failure,
+                )
+            except KafkaError as exc:  # read again by the next owner: harmless
+                log.warning("commit before a rebalance failed: %s", exc)
         for d in done:
             d.then()
 

@@ -4,13 +4,17 @@ An :class:`~notice_bus.adapter.Adapter` has one lane per country it serves. A la
 records of its country's topics into writes and acknowledgements (decode, validate, write,
 RECORDED); the adapter around it polls, commits and decides what to do when a lane's local
 system is away. Lanes do not share state, so one country's refusals or outage stay its own.
+
+:meth:`Lane.take_in` runs on the polling thread and touches nothing but memory and the
+producer; everything that talks to the local system (:meth:`Lane.work`) runs on a writer
+thread, so a local system that hangs or is down holds its own lane only.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,7 +29,7 @@ from notice_bus.errors import (
     LocalSystemUnavailable,
     SchemaError,
 )
-from notice_bus.model import AckStatus, NoticeEvent
+from notice_bus.model import NOT_ADDRESSED, AckStatus, Action, NoticeEvent
 from notice_bus.sink import Sink
 from notice_bus.topics import TopicNames
 from notice_bus.validation import validate_event
@@ -41,6 +45,7 @@ class Batch:
     taken: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # valid ones
     recorded: list[tuple[Any, NoticeEvent]] = field(default_factory=list)  # written
     refused: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
+    reminders: list[Any] = field(default_factory=list)  # records of the reminders topic
     said: list[Any] = field(default_factory=list)  # futures of acks and dead letters
     rejected: int = 0
     received_at: datetime | None = None
@@ -90,20 +95,35 @@ class Lane:
         return self.topic, self.channel.reminders_topic
 
     def take_in(self, batch: Batch) -> None:
-        """Decode and validate every record; keep the good ones, dead-letter the rest."""
+        """Decode and validate every record; keep the good ones, dead-letter the rest, and
+        set HQ's reminders aside for :meth:`work`. Never touches the local system."""
         batch.received_at = self._clock()
         for record in batch.records:
             if record.topic != self.topic:
-                self.channel.surface(self.sink, record)
+                batch.reminders.append(record)
                 continue
             try:
                 event = self._decode(record)
-                self._validate(record, event)
+                event = self._validate(record, event)
             except InvalidMessage as exc:
                 batch.said += self.say.reject(record, exc, _peek_version(self._events, record))
                 batch.rejected += 1
                 continue
             batch.taken.append((record, event))
+
+    def work(self, batch: Batch, flush: Callable[[Sink], None], *, probe: bool = False) -> None:
+        """Everything the batch asks of the local system, on a writer thread: with ``probe``
+        (a retry after an outage) its health first, then HQ's reminders, then the notices.
+        Reminders surfaced once are not surfaced again when the notices' write is retried.
+        Raises LocalSystemUnavailable."""
+        if probe:
+            health = self.sink.health()
+            if not health.ok:
+                raise LocalSystemUnavailable(health.detail or "health check failed")
+        while batch.reminders:
+            self.channel.surface(self.sink, batch.reminders[0])
+            batch.reminders.pop(0)
+        self.write(batch, flush)
 
     def write(self, batch: Batch, flush: Callable[[Sink], None]) -> None:
         """Write every valid event of the batch (again, if this is a retry: writes are
@@ -156,16 +176,23 @@ class Lane:
         except (KeyError, ValueError, TypeError) as exc:
             raise self._invalid(record, f"fields do not form a notice event: {exc!r}") from exc
 
-    def _validate(self, record: Any, event: NoticeEvent) -> None:
+    def _validate(self, record: Any, event: NoticeEvent) -> NoticeEvent:
+        """The event to take in. A cancel is applied whatever its targets (HQ sends it to
+        every country that ever had the notice); an update that no longer addresses this
+        country withdraws the local copy, with the reason :data:`NOT_ADDRESSED`; a first
+        version not addressed to it was misrouted, and is dead-lettered."""
         try:
             validate_event(event)
         except InvalidNotice as exc:
             raise self._invalid(record, str(exc)) from exc
         if _key(record) != event.notice_id:
             raise self._invalid(record, f"key {_key(record)!r} is not notice {event.notice_id}")
-        if not event.targets(self.country):
+        if event.action is Action.CANCEL or event.targets(self.country):
+            return event
+        if event.action is Action.PUBLISH:  # a first version sent here by mistake
             reason = f"notice {event.notice_id} is not addressed to {self.country}"
             raise self._invalid(record, reason)
+        return dataclasses.replace(event, action=Action.CANCEL, person=None, reason=NOT_ADDRESSED)
 
     def _invalid(self, record: Any, reason: str) -> InvalidMessage:
         return InvalidMessage(
@@ -175,33 +202,6 @@ class Lane:
             offset=record.offset,
             key=_key(record),
         )
-
-
-def write_all(
-    work: Sequence[tuple[Lane, Batch]],
-    flush: Callable[[Sink], None],
-    pool: Executor | None,
-) -> list[LocalSystemUnavailable | None]:
-    """Write each lane's batch; returns, in order, the LocalSystemUnavailable each raised.
-
-    With a pool the lanes write side by side: a hub's local systems are independent, and a
-    write mostly waits on its system. Every write has ended when this returns or raises
-    (any other error, the first in order), so none is running when the adapter acts.
-    """
-
-    def one(item: tuple[Lane, Batch]) -> LocalSystemUnavailable | None:
-        lane, batch = item
-        try:
-            lane.write(batch, flush)
-        except LocalSystemUnavailable as exc:
-            return exc
-        return None
-
-    if pool is None or len(work) < 2:
-        return [one(item) for item in work]
-    futures = [pool.submit(one, item) for item in work]
-    wait(futures)
-    return [f.result() for f in futures]
 
 
 def _key(record: Any) -> str | None:

@@ -13,6 +13,11 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+#: The reason an adapter gives a notice it withdraws locally because an update no longer
+#: addresses its country. Such a withdrawal is not final: a later version that addresses the
+#: country again makes the notice active again there (a CANCEL, from HQ, is final).
+NOT_ADDRESSED = "no longer addressed to this country"
+
 
 class Action(StrEnum):
     PUBLISH = "PUBLISH"

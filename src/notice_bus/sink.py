@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from notice_bus.model import NoticeEvent, Reminder, Response
+from notice_bus.model import NOT_ADDRESSED, Action, NoticeEvent, Reminder, Response
 
 log = logging.getLogger("notice_bus.sink")
 
@@ -75,7 +75,8 @@ class Sink(BureauHooks, ABC):
 
 
 class PartitionBuffers:
-    """Buffered events per partition, collapsed to the highest version of each notice."""
+    """Buffered events per partition, collapsed to the highest version of each notice (or to
+    its cancel, which no later version undoes)."""
 
     def __init__(self) -> None:
         self._by_partition: dict[int, dict[str, NoticeEvent]] = {}
@@ -83,7 +84,7 @@ class PartitionBuffers:
     def add(self, event: NoticeEvent, partition: int) -> None:
         buf = self._by_partition.setdefault(partition, {})
         held = buf.get(event.notice_id)
-        if held is None or held.version < event.version:
+        if held is None or (held.version < event.version and not _final(held)):
             buf[event.notice_id] = event
 
     def discard(self, partitions: Iterable[int]) -> None:
@@ -100,6 +101,11 @@ class PartitionBuffers:
 
     def __len__(self) -> int:
         return sum(len(b) for b in self._by_partition.values())
+
+
+def _final(event: NoticeEvent) -> bool:
+    """A cancel from HQ: nothing after it may make the notice active again."""
+    return event.action is Action.CANCEL and event.reason != NOT_ADDRESSED
 
 
 class BufferedSink(Sink):

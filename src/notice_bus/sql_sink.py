@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, and_, insert, select, text, update
+from sqlalchemy import JSON, and_, insert, or_, select, text, update
 
 from notice_bus.db import (
     as_utc,
     dialect_insert,
     fill_stage,
     make_engine,
+    redact,
     stage_of,
     transaction,
     translate_errors,
 )
 from notice_bus.errors import NoticeBusError
-from notice_bus.model import Action, Answer, NoticeEvent, Reminder, Response, utcnow
+from notice_bus.model import (
+    NOT_ADDRESSED,
+    Action,
+    Answer,
+    NoticeEvent,
+    Reminder,
+    Response,
+    utcnow,
+)
 from notice_bus.sink import BufferedSink, Health
 from notice_bus.tables import (
     ACTIVE,
@@ -30,6 +40,7 @@ from notice_bus.tables import (
     WITHDRAWN,
 )
 
+log = logging.getLogger("notice_bus.adapter")
 _TABLE: Any = RED_NOTICE
 # A batch this large goes through COPY into a temporary table, then one upsert from it: the
 # executemany's per-row parameter handling was most of a bulk load's write time.
@@ -51,7 +62,14 @@ class SqlSink(BufferedSink):
     """Writes notices into the ``red_notice`` table, one upsert per batch.
 
     A row changes only when the incoming version is higher than the stored one, and an active
-    version never replaces a withdrawn row, so replays, duplicates and reordering are harmless.
+    version never replaces a row withdrawn by a cancel, so replays, duplicates and reordering
+    are harmless. A row withdrawn because an update no longer addressed this country (reason
+    :data:`~notice_bus.model.NOT_ADDRESSED`) becomes active again with a later version that
+    addresses it.
+
+    Officers' answers with an ``answer`` that is not one of :class:`~notice_bus.model.Answer`
+    are left in ``notice_response``, unsent, and logged once each: one mistyped row must not
+    stop the rest.
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -59,6 +77,7 @@ class SqlSink(BufferedSink):
         # No ping before each write: a lost connection fails the write, which is retried.
         self.engine = make_engine(database_url, LOCAL_TABLES, ping=False)
         self._clock = clock
+        self._told: set[int] = set()  # ids of unreadable answers already logged
         insert = dialect_insert(self.engine)
         self._upserts = _upserts(insert(_TABLE))
         self._staged: tuple[Any, Any] | None = None
@@ -91,29 +110,44 @@ class SqlSink(BufferedSink):
         return Health(True)
 
     def remind(self, reminder: Reminder) -> None:
-        """Into ``notice_reminder``, where the bureau's officers see it."""
+        """Into ``notice_reminder``, where the bureau's officers see it; once, however often
+        the same reminder is surfaced (a batch retried after an outage surfaces it again)."""
+        values = {
+            "notice_id": reminder.notice_id,
+            "version": reminder.version,
+            "kind": reminder.kind.value,
+            "deadline": reminder.deadline,
+            "reminded_at": reminder.at,
+            "text": reminder.text,
+        }
+        same = select(LOCAL_REMINDER.c.id).where(
+            LOCAL_REMINDER.c.notice_id == reminder.notice_id,
+            LOCAL_REMINDER.c.kind == reminder.kind.value,
+            LOCAL_REMINDER.c.reminded_at == reminder.at,
+        )
         with transaction(self.engine) as conn:
-            conn.execute(
-                insert(LOCAL_REMINDER).values(
-                    notice_id=reminder.notice_id,
-                    version=reminder.version,
-                    kind=reminder.kind.value,
-                    deadline=reminder.deadline,
-                    reminded_at=reminder.at,
-                    text=reminder.text,
-                )
-            )
+            if conn.execute(same.limit(1)).first() is None:
+                conn.execute(insert(LOCAL_REMINDER).values(**values))
 
     def responses(self) -> Sequence[tuple[object, Response]]:
         """Rows the bureau's officers put in ``notice_response`` that were not sent yet."""
-        query = (
-            select(LOCAL_RESPONSE)
-            .where(LOCAL_RESPONSE.c.sent_at.is_(None))
-            .order_by(LOCAL_RESPONSE.c.id)
-            .limit(100)
-        )
+        pending = LOCAL_RESPONSE.c.sent_at.is_(None)
+        known = LOCAL_RESPONSE.c.answer.in_([a.value for a in Answer])
+        query = select(LOCAL_RESPONSE).where(pending, known).order_by(LOCAL_RESPONSE.c.id)
+        bad = select(LOCAL_RESPONSE.c.id, LOCAL_RESPONSE.c.answer).where(pending, ~known)
         with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query.limit(100)).all()
+            unreadable = conn.execute(bad.limit(100)).all()
+        for r in unreadable:
+            if r.id not in self._told:
+                self._told.add(r.id)
+                log.error(
+                    "%s: notice_response row %d is not sent: answer %r is not one of %s",
+                    redact(str(self.engine.url)),
+                    r.id,
+                    r.answer,
+                    ", ".join(a.value for a in Answer),
+                )
         return [
             (
                 r.id,
@@ -147,7 +181,10 @@ def _upserts(stmt: Any) -> tuple[Any, Any]:
     active = stmt.on_conflict_do_update(
         index_elements=["notice_id"],
         set_={c.name: stmt.excluded[c.name] for c in _TABLE.c if c.name != "notice_id"},
-        where=and_(newer, _TABLE.c.status != WITHDRAWN),
+        where=and_(
+            newer,
+            or_(_TABLE.c.status != WITHDRAWN, _TABLE.c.withdrawn_reason == NOT_ADDRESSED),
+        ),
     )
     cancel = stmt.on_conflict_do_update(
         index_elements=["notice_id"],
