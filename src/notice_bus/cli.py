@@ -9,9 +9,13 @@ import sys
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from notice_bus.errors import NoticeBusError
 from notice_bus.settings import Settings
+
+if TYPE_CHECKING:
+    from notice_bus.local_system import Systems
 
 log = logging.getLogger("notice_bus")
 
@@ -114,25 +118,17 @@ def _cmd_relay(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.adapter_workers import AdapterWorkers, run_adapter
     from notice_bus.errors import ConfigError
-    from notice_bus.local_system import Systems, read_system_config
     from notice_bus.topics import parse_countries
 
     countries = parse_countries(args.country)
     if args.batch_size:
         settings = settings.with_(batch_size=args.batch_size)
-    if args.database_url:
-        options: dict[str, object] = {"database_url": args.database_url}
-    elif args.system_config:
-        options = read_system_config(args.system_config)
-    else:
-        raise ConfigError("give --database-url, or --system with --system-config")
-    if len(countries) > 1 and not any("{country}" in str(v) for v in options.values()):
+    systems = _systems(args)
+    if len(countries) > 1 and not any("{country}" in str(v) for v in systems.options.values()):
         raise ConfigError(
             "several countries need a local system each: put {country} in --database-url"
             " (e.g. sqlite:///.notice-bus/{country}.db) or in the plug-in's options"
         )
-    ledger = {"ledger_url": args.ledger_url} if args.ledger_url else {}
-    systems = Systems(args.system or "sql", options, **ledger)
     given = {
         "hub": args.hub,
         "from_beginning": args.from_beginning,
@@ -152,6 +148,57 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
         workers.supervise(stop)
         return 0
     run_adapter(settings, {cc: systems.sink(cc) for cc in countries}, stop, **given)
+    return 0
+
+
+def _systems(args: argparse.Namespace) -> Systems:
+    """Where the local systems are, from the options of :func:`_add_system_options`."""
+    from notice_bus.errors import ConfigError
+    from notice_bus.local_system import Systems, read_system_config
+
+    if args.database_url:
+        options: dict[str, object] = {"database_url": args.database_url}
+    elif args.system_config:
+        options = read_system_config(args.system_config)
+    else:
+        raise ConfigError("give --database-url, or --system with --system-config")
+    ledger = {"ledger_url": args.ledger_url} if args.ledger_url else {}
+    return Systems(args.system or "sql", options, **ledger)
+
+
+def _one_country(text: str) -> str:
+    from notice_bus.errors import ConfigError
+    from notice_bus.topics import parse_countries
+
+    countries = parse_countries(text)
+    if len(countries) != 1:
+        raise ConfigError(f"give one country, not {text!r}")
+    return countries[0]
+
+
+def _cmd_dlq_list(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.dlq import list_parked, to_json, to_table
+    from notice_bus.topics import TopicNames
+
+    country = _one_country(args.country)
+    parked = list_parked(settings, country)
+    if args.format == "json":
+        print(to_json(parked))
+    else:
+        print(to_table(parked, TopicNames(settings.topic_prefix).dead_letters(country)))
+    return 0
+
+
+def _cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.dlq import replay, summary
+
+    country = _one_country(args.country)
+    sink = _systems(args).sink(country)
+    try:
+        result = replay(settings, country, sink)
+    finally:
+        sink.close()
+    print(summary(result))
     return 0
 
 
@@ -297,20 +344,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="a country code, or several (FR,BE,LU) to run their adapters in one process",
     )
-    c.add_argument(
-        "--database-url",
-        help="our own table in this database: postgresql://user:pw@host/db or sqlite:///fr.db;"
-        " {country} in it stands for each country's code",
-    )
-    c.add_argument(
-        "--system",
-        help="local-system plug-in: sql, legacy-postgres, rest, file-drop, or module:Class",
-    )
-    c.add_argument("--system-config", help="TOML file of the plug-in's options")
-    c.add_argument(
-        "--ledger-url",
-        help="where a plug-in's version ledger lives (default .notice-bus/ledger-{country}.db)",
-    )
+    _add_system_options(c)
     c.add_argument(
         "--from-beginning",
         action="store_true",
@@ -337,6 +371,22 @@ def _parser() -> argparse.ArgumentParser:
         help="serve Prometheus metrics on this port (process i of --processes on port + i)",
     )
     c.add_argument("--metrics-host", default="127.0.0.1")
+
+    dlq = command("dlq", None, "a country's dead-letter topic").add_subparsers(
+        required=True, metavar="ACTION"
+    )
+    c = dlq.add_parser("list", help="every parked record, oldest first, and if it was replayed")
+    c.set_defaults(func=_cmd_dlq_list)
+    c.add_argument("--country", required=True)
+    c.add_argument("--format", choices=["table", "json"], default="table")
+    c = dlq.add_parser(
+        "replay",
+        help="run the records parked since the last replay through the adapter's pipeline"
+        " again; those still refused are parked again at the end",
+    )
+    c.set_defaults(func=_cmd_dlq_replay)
+    c.add_argument("--country", required=True)
+    _add_system_options(c)
 
     c = command("bootstrap", _cmd_bootstrap, "send a country every notice active now")
     c.add_argument("--country", required=True, help="a country that joined late")
@@ -371,6 +421,24 @@ def _parser() -> argparse.ArgumentParser:
     c = command("demo", _cmd_demo, "run HQ, a tracker and adapters on a local broker")
     c.add_argument("--notices", type=int, default=300)
     return p
+
+
+def _add_system_options(c: argparse.ArgumentParser) -> None:
+    """Where a country's local system is: ``adapter`` and ``dlq replay`` take the same."""
+    c.add_argument(
+        "--database-url",
+        help="our own table in this database: postgresql://user:pw@host/db or sqlite:///fr.db;"
+        " {country} in it stands for each country's code",
+    )
+    c.add_argument(
+        "--system",
+        help="local-system plug-in: sql, legacy-postgres, rest, file-drop, or module:Class",
+    )
+    c.add_argument("--system-config", help="TOML file of the plug-in's options")
+    c.add_argument(
+        "--ledger-url",
+        help="where a plug-in's version ledger lives (default .notice-bus/ledger-{country}.db)",
+    )
 
 
 if __name__ == "__main__":
