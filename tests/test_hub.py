@@ -93,3 +93,28 @@ def test_a_hub_keeps_its_partitions_when_its_metadata_is_refreshed(
     bus.hq.publish(make_drafts(2, first_number=30000))
     bus.pump(lambda: all(_count(u) == 4 for u in urls.values()))
     assert revoked == []
+
+
+def test_a_country_added_to_a_hub_keeps_the_hubs_group_and_offsets(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    bus = make_bus(["FR", "DE", "TH"])
+    first = {cc: f"sqlite:///{tmp_path}/{cc}-1.db" for cc in ("FR", "DE")}
+    hub = Adapter(bus.settings, {cc: SqlSink(u) for cc, u in first.items()})
+    bus.adapters["hub"] = hub
+    bus.hq.publish(make_drafts(5, targeted_share=0.0))
+    bus.pump(lambda: all(_count(u) == 5 for u in first.values()))
+    bus.pump(lambda: hub.step() == 0 and bus.tracker.step() == 0)  # idle: all committed
+    hub.close()
+    del bus.adapters["hub"]
+
+    # The same hub, restarted with TH added and fresh local copies for FR and DE: it resumes
+    # from its offsets, so FR and DE are not read again from the start; TH is read whole.
+    again = {cc: f"sqlite:///{tmp_path}/{cc}-2.db" for cc in ("FR", "DE", "TH")}
+    grown = Adapter(bus.settings, {cc: SqlSink(u) for cc, u in again.items()})
+    bus.adapters["hub"] = grown
+    assert grown.group == hub.group
+    bus.pump(lambda: _count(again["TH"]) == 5)
+    for _ in range(10):
+        grown.step()
+    assert _count(again["FR"]) == 0 and _count(again["DE"]) == 0

@@ -4,8 +4,9 @@ One process serves a hub's countries one Python thread at a time. At 196 countri
 notices a second that process is busy most of the time (a write and an acknowledgement per
 country per notice), and a notice waits behind the one before. N workers (see
 :mod:`notice_bus.workers`) each serve the countries of their shard as a hub of their own:
-their own consumer group, producer and local-system connections. A worker's group is named
-after its countries (or ``--hub`` NAME.i-of-N), so a restart resumes from its offsets.
+their own consumer group, producer and local-system connections. A worker's group is
+``--hub`` NAME.i-of-N (``default.i-of-N`` without one), so a restart resumes from its offsets
+and a country added to a worker does not change its group.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from notice_bus.adapter import Adapter
+from notice_bus.adapter import DEFAULT_HUB, Adapter
 from notice_bus.local_system import Systems
 from notice_bus.metrics import AdapterMetrics, serve
 from notice_bus.settings import Settings
@@ -97,7 +98,7 @@ def _adapt(
         {cc: systems.sink(cc) for cc in mine},
         stop,
         started=started,
-        hub=f"{hub}.{shard + 1}-of-{shards}" if hub else None,
+        hub=f"{hub or DEFAULT_HUB}.{shard + 1}-of-{shards}",
         from_beginning=from_beginning,
         instance_id=f"{instance_id}.{shard + 1}-of-{shards}" if instance_id else None,
         metrics_port=None if port is None else port + shard,
