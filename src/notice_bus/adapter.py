@@ -37,7 +37,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -50,6 +49,7 @@ from notice_bus.errors import (
     LocalSystemUnavailable,
     TransientError,
 )
+from notice_bus.flow import Flow
 from notice_bus.lane import Batch, Lane
 from notice_bus.metrics import AdapterMetrics
 from notice_bus.model import utcnow
@@ -149,6 +149,7 @@ class Adapter:
         self._producer = producer
         self._committer = Committer(self._consumer, producer)
         self.metrics = metrics or AdapterMetrics()
+        self._flow = Flow(self._consumer, settings, self.metrics)
         self._lanes: dict[str, Lane] = {}  # by topic: notices and reminders of each country
         answers_every_s = max(1.0, len(sinks) / 10)
         for i, (country, sink) in enumerate(sinks.items()):
@@ -276,14 +277,14 @@ class Adapter:
         """Take a lane's new records in and start its write; a lane busy with an earlier
         batch, or holding one, gets them back later (a rebalance may have resumed it)."""
         if lane.held is not None or self._writers.busy(lane.country):
-            self._put_back(lane, batch.records)
+            self._flow.put_back(lane, batch.records)
             return
         try:
             lane.take_in(batch)
         except TransientError as exc:  # a dead letter could not be sent
             log.error("%s: batch not taken in, it will be read again: %s", lane.country, exc)
-            self._put_back(lane, batch.records)
-            self._consumer.resume(*self._partitions(lane))
+            self._flow.put_back(lane, batch.records)
+            self._flow.resume(lane)
             return
         self._start(lane, batch)
 
@@ -320,13 +321,13 @@ class Adapter:
             batch = self._jobs.pop(country, None)
             if batch is None:  # a look for answers: it logs its own failures
                 if lane.held is None:  # records put back meanwhile are read again
-                    self._consumer.resume(*self._partitions(lane))
+                    self._flow.resume(lane)
                 continue
             if outcome is None:
                 if lane.held is batch:
                     log.info("%s: local system back after %d attempts", country, batch.attempts)
-                    self._release(lane)
-                self._consumer.resume(*self._partitions(lane))
+                    self._flow.release(lane)
+                self._flow.resume(lane)
                 finished.append((lane, batch))
                 done += len(batch.records)
             elif isinstance(outcome, TransientError) and not isinstance(
@@ -335,11 +336,11 @@ class Adapter:
                 log.error("%s: batch not done, it will be read again: %s", country, outcome)
                 self.metrics.errors.labels(country, "broker_unavailable").inc()
                 if lane.held is batch:
-                    self._release(lane)
-                self._put_back(lane, batch.records)
-                self._consumer.resume(*self._partitions(lane))
+                    self._flow.release(lane)
+                self._flow.put_back(lane, batch.records)
+                self._flow.resume(lane)
             else:
-                self._hold(lane, batch, outcome)
+                self._flow.hold(lane, batch, outcome)
         self._finish(finished)
         return done
 
@@ -361,63 +362,14 @@ class Adapter:
 
     # --- outages ----------------------------------------------------------------------------
 
-    def _partitions(self, lane: Lane) -> list[TopicPartition]:
-        return [tp for tp in self._consumer.assignment() if tp.topic in lane.topics]
-
-    def _hold(self, lane: Lane, batch: Batch, exc: Exception) -> None:
-        """Keep the batch until the local system answers again; only this lane waits."""
-        mine = {TopicPartition(r.topic, r.partition) for r in batch.records}
-        if not mine & self._consumer.assignment():
-            log.warning("%s: a held batch's partitions moved away; their owner reads it", lane)
-            if lane.held is batch:
-                self._release(lane)
-            return
-        if lane.held is not batch:
-            log.error(
-                "%s: local system unavailable, holding %d records: %s",
-                lane.country,
-                len(batch.records),
-                exc,
-            )
-            lane.received(batch)
-            self.metrics.errors.labels(lane.country, "local_system_unavailable").inc()
-            self.metrics.holding.labels(lane.country).set(1)
-            lane.held = batch
-        else:
-            log.warning("%s: still unavailable (attempt %d): %s", lane.country, batch.attempts, exc)
-        self._consumer.pause(*self._partitions(lane))
-        batch.next_try = time.monotonic() + self._backoff(batch.attempts)
-
-    def _release(self, lane: Lane) -> None:
-        lane.held = None
-        self.metrics.holding.labels(lane.country).set(0)
-
-    def _backoff(self, attempts: int) -> float:
-        return float(min(self.settings.retry_max_s, self.settings.retry_initial_s * 2**attempts))
-
-    def _put_back(self, lane: Lane, records: Sequence[Any]) -> None:
-        """Read ``records`` again later: seek to the first of each partition, and pause the
-        lane until it can take them."""
-        first: dict[TopicPartition, int] = {}
-        for r in records:
-            first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
-        assigned = self._consumer.assignment()
-        for tp, offset in first.items():
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
-        self._consumer.pause(*self._partitions(lane))
-
     def _abandon(self, exc: Exception) -> None:
         """The broker did not confirm what finished batches said: read every uncommitted
         batch again from its first offsets (writes and acknowledgements are idempotent)."""
         first = self._committer.forget()
         log.error("batches not confirmed, %d partitions will be read again: %s", len(first), exc)
-        assigned = self._consumer.assignment()
-        for tp, offset in first.items():
-            lane = self._lanes[tp.topic]
-            self.metrics.errors.labels(lane.country, "broker_unavailable").inc()
-            if tp in assigned:
-                self._consumer.seek(tp, offset)
+        for tp in first:
+            self.metrics.errors.labels(self._lanes[tp.topic].country, "broker_unavailable").inc()
+        self._flow.rewind(first)
 
     def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
         # kafka-python runs this on the consumer's IO thread, while the polling thread waits
@@ -432,7 +384,7 @@ class Adapter:
                     "%s: partitions revoked while holding a batch; its new owner re-reads it",
                     lane.country,
                 )
-                self._release(lane)
+                self._flow.release(lane)
 
     def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
         ours = {lane.topic for lane in self.lanes}
