@@ -8,12 +8,19 @@ The contract with the batch system:
   ``target_countries`` and the person's fields; ``2026-17.v4.withdrawal.json`` for a CANCEL,
   holding ``notice_id``, ``version``, ``reason`` and ``published_at``.
 - Files are UTF-8 JSON, names unescaped (``ensure_ascii=False``), keys sorted.
+- Files are readable by their owner and group only (mode ``0640``, set exactly, whatever the
+  umask): give the batch job's user the adapter's group, or the inbox a set-group-id bit. The
+  option ``file_mode`` (an octal string such as ``"0644"``, or an integer) sets another mode,
+  e.g. for a batch job in another group; notices hold personal data, keep it as narrow as the
+  batch job allows.
 - A file appears whole or not at all: it is written as ``.<name>.<random>.tmp`` in the inbox
   (the batch system must ignore names starting with ``.``), synced, renamed onto its final name,
   and the directory is synced before ``write``/``withdraw`` return.
 - A version may be dropped again after a crash or retry, with identical bytes; the batch system
   must take in a version it already has as a no-op. Versions only ever increase per notice, and
-  no version is dropped after a notice's withdrawal (the :class:`LedgerSink` ensures both).
+  no version is dropped after a notice's cancellation (the :class:`LedgerSink` ensures both).
+  A withdrawal whose ``reason`` is ``"no longer addressed to this country"`` is not final: a
+  later version may follow when the notice addresses the country again.
 
 A missing inbox at start is a :class:`ConfigError`; a failing inbox later (full, vanished mount,
 no permission) is :class:`LocalSystemUnavailable`, and the adapter retries.
@@ -41,17 +48,26 @@ from notice_bus.model import NoticeEvent
 from notice_bus.sink import Health
 
 FORMATS = ("json",)
-_FILE_MODE = 0o644  # the batch job usually runs as another user: it must be able to read
+# The batch job usually runs as another user, in the adapter's group: it must be able to read,
+# and nobody else should (a notice is personal data).
+DEFAULT_FILE_MODE = 0o640
 
 
 class FileDrop(LocalSystem):
     """Drops one JSON file per notice version into ``inbox``; see the module docstring."""
 
-    def __init__(self, *, inbox: str | os.PathLike[str], format: str = "json") -> None:
+    def __init__(
+        self,
+        *,
+        inbox: str | os.PathLike[str],
+        format: str = "json",
+        file_mode: str | int = DEFAULT_FILE_MODE,
+    ) -> None:
         if format not in FORMATS:
             raise ConfigError(f"file-drop format {format!r} is not supported; use one of {FORMATS}")
         self.inbox = Path(inbox)
         self.format = format
+        self.file_mode = _mode(file_mode)
         if not self.inbox.is_dir():
             what = "is not a directory" if self.inbox.exists() else "does not exist"
             raise ConfigError(f"file-drop inbox {self.inbox} {what}")
@@ -95,8 +111,9 @@ class FileDrop(LocalSystem):
         final = self.inbox / name
         tmp = self.inbox / f".{name}.{secrets.token_hex(4)}.tmp"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, self.file_mode)
             try:
+                os.fchmod(fd, self.file_mode)  # exactly: the umask would narrow it
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
@@ -109,6 +126,19 @@ class FileDrop(LocalSystem):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise LocalSystemUnavailable(f"file-drop cannot write {final}: {exc}") from exc
+
+
+def _mode(value: str | int) -> int:
+    """A permission mode from an int or an octal string (``"0640"``, ``"640"``, ``"0o640"``)."""
+    if isinstance(value, bool):
+        raise ConfigError(f"file-drop file_mode must be octal like '0640', not {value!r}")
+    try:
+        mode = value if isinstance(value, int) else int(value.strip().removeprefix("0o"), 8)
+    except (AttributeError, ValueError) as exc:
+        raise ConfigError(f"file-drop file_mode must be octal like '0640', not {value!r}") from exc
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"file-drop file_mode {value!r} is not a permission mode (0 to 0777)")
+    return mode
 
 
 def _file_name(event: NoticeEvent, kind: str) -> str:

@@ -8,6 +8,11 @@ Configuration (``--system legacy-postgres --system-config FILE.toml``)::
 
     database_url = "postgresql://notice_bus@db.police.example/wanted"
     schema = "interpol"   # optional: the PostgreSQL schema holding the tables
+
+The adapter keeps this plug-in's version ledger (see :mod:`notice_bus.local_system`) in the
+same database and schema, in a table ``notice_ledger`` it creates when missing (the role needs
+CREATE on the schema once, or the bureau's DBA creates the table), so the ledger moves, and is
+backed up, with the records it protects.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sqlalchemy import (
     and_,
     delete,
     inspect,
+    or_,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -38,7 +44,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from notice_bus.db import make_engine, redact, transaction, translate_errors
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
 from notice_bus.local_system import LocalSystem
-from notice_bus.model import NoticeEvent, Person, utcnow
+from notice_bus.model import NOT_ADDRESSED, NoticeEvent, Person, utcnow
 from notice_bus.sink import Health
 
 ACTIVE = "A"
@@ -89,12 +95,16 @@ class LegacyPostgres(LocalSystem):
     """Maps notices onto ``wanted_person`` and its warrant and nationality child tables.
 
     Each ``write`` or ``withdraw`` call is one transaction. A person row changes only for a
-    higher ``interpol_revision``, and an active version never reactivates a withdrawn record,
-    so replays and reordering are harmless even without the ledger in front. Child rows are
-    replaced only when their person row was; a withdrawal keeps them, for the record.
+    higher ``interpol_revision``, and an active version never reactivates a record withdrawn by
+    a cancel, so replays and reordering are harmless even without the ledger in front. A record
+    withdrawn because the notice no longer addressed the country (``withdrawn_reason``
+    :data:`~notice_bus.model.NOT_ADDRESSED`) is reactivated by a higher revision, and such a
+    withdrawal never overwrites a cancel's. Child rows are replaced only when their person row
+    was; a withdrawal keeps them, for the record.
     """
 
     def __init__(self, *, database_url: str, schema: str | None = None) -> None:
+        self.database_url = database_url
         self.engine = make_engine(database_url)
         if self.engine.dialect.name != "postgresql":
             raise ConfigError(f"legacy-postgres needs PostgreSQL, not {redact(database_url)}")
@@ -108,18 +118,23 @@ class LegacyPostgres(LocalSystem):
         wp = self.person
         stmt = pg_insert(wp)
         newer = wp.c.interpol_revision < stmt.excluded.interpol_revision
+        # Only a cancel is final; a record withdrawn as no longer addressed may come back.
+        not_cancelled = or_(wp.c.record_state != WITHDRAWN, wp.c.withdrawn_reason == NOT_ADDRESSED)
         self._upsert_active = stmt.on_conflict_do_update(
             index_elements=[wp.c.wp_ref],
             set_={c.name: stmt.excluded[c.name] for c in wp.c if c.name != "wp_ref"},
-            where=and_(newer, wp.c.record_state != WITHDRAWN),
+            where=and_(newer, not_cancelled),
         ).returning(wp.c.wp_ref)
+        withdrawn = ("record_state", "interpol_revision", "withdrawn_reason", "last_change")
         self._upsert_withdrawn = stmt.on_conflict_do_update(
             index_elements=[wp.c.wp_ref],
-            set_={
-                name: stmt.excluded[name]
-                for name in ("record_state", "interpol_revision", "withdrawn_reason", "last_change")
-            },
+            set_={name: stmt.excluded[name] for name in withdrawn},
             where=newer,
+        )
+        self._upsert_unlisted = stmt.on_conflict_do_update(
+            index_elements=[wp.c.wp_ref],
+            set_={name: stmt.excluded[name] for name in withdrawn},
+            where=and_(newer, not_cancelled),
         )
 
     def _verify(self) -> None:
@@ -177,8 +192,20 @@ class LegacyPostgres(LocalSystem):
             }
             for e in latest
         ]
+        final = [r for r in rows if r["withdrawn_reason"] != NOT_ADDRESSED]
+        unlisted = [r for r in rows if r["withdrawn_reason"] == NOT_ADDRESSED]
         with transaction(self.engine) as conn:
-            conn.execute(self._upsert_withdrawn, rows)
+            if final:
+                conn.execute(self._upsert_withdrawn, final)
+            if unlisted:
+                conn.execute(self._upsert_unlisted, unlisted)
+
+    def ledger_url(self) -> str:
+        """The bureau's own database: the ledger commits beside the records."""
+        return self.database_url
+
+    def ledger_schema(self) -> str | None:
+        return self.schema
 
     def health(self) -> Health:
         try:

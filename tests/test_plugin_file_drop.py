@@ -101,6 +101,36 @@ def test_replay_leaves_identical_files_and_no_temp_files(inbox: Path) -> None:
     assert files(inbox) == first
 
 
+def mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_files_are_not_world_readable_by_default(inbox: Path) -> None:
+    old = os.umask(0)  # the mode is ours, not the umask's
+    try:
+        drop = FileDrop(inbox=str(inbox))
+        drop.write([event("2026/1")])
+        drop.withdraw([event("2026/2", 2, Action.CANCEL)])
+    finally:
+        os.umask(old)
+    assert {name: mode(inbox / name) for name in files(inbox)} == {
+        "2026-1.v1.notice.json": 0o640,
+        "2026-2.v2.withdrawal.json": 0o640,
+    }
+
+
+@pytest.mark.parametrize(("option", "expected"), [("0644", 0o644), ("600", 0o600), (0o660, 0o660)])
+def test_file_mode_option(inbox: Path, option: str | int, expected: int) -> None:
+    FileDrop(inbox=str(inbox), file_mode=option).write([event("2026/1")])
+    assert mode(inbox / "2026-1.v1.notice.json") == expected
+
+
+@pytest.mark.parametrize("option", ["rw-r-----", "0999", "01777", -1, True])
+def test_a_bad_file_mode_is_a_config_error(inbox: Path, option: str | int) -> None:
+    with pytest.raises(ConfigError, match="file_mode"):
+        FileDrop(inbox=str(inbox), file_mode=option)
+
+
 def test_missing_or_wrong_inbox_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         FileDrop(inbox=str(tmp_path / "nowhere"))

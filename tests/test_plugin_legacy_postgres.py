@@ -15,7 +15,7 @@ from consumers.legacy_postgres import LegacyPostgres
 from notice_bus.adapter import Adapter
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
 from notice_bus.local_system import LedgerSink, load_system
-from notice_bus.model import Action, ArrestWarrant, NoticeEvent
+from notice_bus.model import NOT_ADDRESSED, Action, ArrestWarrant, NoticeEvent
 from notice_bus.tables import ACK
 from tests.conftest import Bus
 from tests.factories import PERSON, draft, event
@@ -154,6 +154,30 @@ def test_sql_keeps_versions_ordered_without_the_ledger(
     assert (row["record_state"], row["interpol_revision"]) == ("W", 4)
     assert (row["withdrawn_reason"], row["surname"]) == ("arrested", "ศรีสุข")
     assert len(row["warrants"]) == 2  # a withdrawal keeps the record's warrants
+
+
+def test_a_record_withdrawn_as_no_longer_addressed_comes_back_a_cancelled_one_never(
+    system: LegacyPostgres, legacy_db: str
+) -> None:
+    system.write([event("2026/13")])
+    system.withdraw([event("2026/13", 2, Action.CANCEL, reason=NOT_ADDRESSED)])
+    row = snapshot(legacy_db)["2026/13"]
+    assert (row["record_state"], row["interpol_revision"]) == ("W", 2)
+    system.write([event("2026/13", 2, Action.UPDATE)])  # not a higher revision: stays withdrawn
+    assert snapshot(legacy_db)["2026/13"]["record_state"] == "W"
+
+    system.write([event("2026/13", 3, Action.UPDATE, person=THAI)])  # addressed to us again
+    row = snapshot(legacy_db)["2026/13"]
+    assert (row["record_state"], row["interpol_revision"], row["surname"]) == ("A", 3, "ศรีสุข")
+    assert (row["withdrawn_reason"], len(row["warrants"])) == (None, 2)
+
+    system.withdraw([event("2026/13", 4, Action.CANCEL, reason="arrested")])
+    # Neither an unlisting nor an update, however high its revision, undoes a cancel.
+    system.withdraw([event("2026/13", 5, Action.CANCEL, reason=NOT_ADDRESSED)])
+    system.write([event("2026/13", 6, Action.UPDATE)])
+    row = snapshot(legacy_db)["2026/13"]
+    assert (row["record_state"], row["interpol_revision"]) == ("W", 4)
+    assert row["withdrawn_reason"] == "arrested"
 
 
 def test_withdraw_of_a_notice_never_had(system: LegacyPostgres, legacy_db: str) -> None:

@@ -119,7 +119,7 @@ def test_a_failure_mid_batch_stops_there(api: NationalApi, rest: RestApi) -> Non
     assert sorted(api.notices) == ["2026/11"]
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 422])
+@pytest.mark.parametrize("status", [400, 409, 413, 415, 422])
 def test_refusals_are_rejected_with_the_answer_body(
     api: NationalApi, rest: RestApi, status: int
 ) -> None:
@@ -140,8 +140,9 @@ def test_a_long_refusal_body_is_truncated(api: NationalApi, rest: RestApi) -> No
 
 
 @pytest.mark.parametrize("token", ["wrong-token", None])
-def test_a_bad_token_is_rejected(api: NationalApi, token: str | None) -> None:
-    with pytest.raises(LocalSystemRejected, match="HTTP 401"):
+def test_a_bad_token_is_an_outage_not_a_refusal(api: NationalApi, token: str | None) -> None:
+    # An expired token is fixed by an operator; dead-lettering every notice meanwhile is not.
+    with pytest.raises(LocalSystemUnavailable, match="HTTP 401"):
         RestApi(base_url=api.url, token=token).write([event("2026/16")])
     assert api.notices == {}
     assert api.requests[-1].headers.get("authorization") == (token and f"Bearer {token}")
@@ -195,6 +196,48 @@ def test_a_closed_port_is_unavailable_until_it_listens_again(
 def test_a_malformed_base_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
         RestApi(base_url=url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://api.police.example", "http://10.1.2.3:8080/v1", "http://[2001:db8::1]/"]
+)
+def test_a_token_over_plain_http_is_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(ConfigError, match="in clear"):
+        RestApi(base_url=url, token=TOKEN)
+    assert RestApi(base_url=url, token=TOKEN, allow_insecure_http=True).base_url == url.rstrip("/")
+    RestApi(base_url=url)  # no token, nothing to leak
+    RestApi(base_url=url.replace("http://", "https://"), token=TOKEN)
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost/api", "http://[::1]"])
+def test_a_token_over_http_to_this_host_is_fine(url: str) -> None:
+    RestApi(base_url=url, token=TOKEN)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"base_url": "https://politie.example/api/überweisung"}, "must be ASCII"),
+        ({"base_url": "https://api.example", "token": "tökén"}, "printable ASCII"),
+        ({"base_url": "https://api.example", "token": "abc\r\nX-Evil: 1"}, "printable ASCII"),
+    ],
+)
+def test_what_no_request_could_carry_is_a_config_error(
+    options: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        RestApi(**options)
+
+
+@pytest.mark.parametrize("notice_id", ["٢٠٢٦/١٢", "2026/12\n", "2026/١٢"])
+def test_an_id_no_url_can_carry_is_a_refusal_not_a_crash(
+    api: NationalApi, rest: RestApi, notice_id: str
+) -> None:
+    with pytest.raises(LocalSystemRejected, match="cannot name a path"):
+        rest.write([event(notice_id)])
+    with pytest.raises(LocalSystemRejected, match="cannot name a path"):
+        rest.withdraw([event(notice_id, 2, Action.CANCEL)])
+    assert api.requests == []
 
 
 def test_the_plugin_is_found_by_its_entry_point_name(api: NationalApi) -> None:

@@ -123,7 +123,7 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     countries = parse_countries(args.country)
     if args.batch_size:
         settings = settings.with_(batch_size=args.batch_size)
-    systems = _systems(args)
+    systems = _systems(args, settings)
     if len(countries) > 1 and not any("{country}" in str(v) for v in systems.options.values()):
         raise ConfigError(
             "several countries need a local system each: put {country} in --database-url"
@@ -151,7 +151,7 @@ def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _systems(args: argparse.Namespace) -> Systems:
+def _systems(args: argparse.Namespace, settings: Settings) -> Systems:
     """Where the local systems are, from the options of :func:`_add_system_options`."""
     from notice_bus.errors import ConfigError
     from notice_bus.local_system import Systems, read_system_config
@@ -162,8 +162,8 @@ def _systems(args: argparse.Namespace) -> Systems:
         options = read_system_config(args.system_config)
     else:
         raise ConfigError("give --database-url, or --system with --system-config")
-    ledger = {"ledger_url": args.ledger_url} if args.ledger_url else {}
-    return Systems(args.system or "sql", options, **ledger)
+    ledger = args.ledger_url or settings.ledger_database_url or None
+    return Systems(args.system or "sql", options, ledger_url=ledger)
 
 
 def _one_country(text: str) -> str:
@@ -193,7 +193,7 @@ def _cmd_dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.dlq import replay, summary
 
     country = _one_country(args.country)
-    sink = _systems(args).sink(country)
+    sink = _systems(args, settings).sink(country)
     try:
         result = replay(settings, country, sink)
     finally:
@@ -437,7 +437,9 @@ def _add_system_options(c: argparse.ArgumentParser) -> None:
     c.add_argument("--system-config", help="TOML file of the plug-in's options")
     c.add_argument(
         "--ledger-url",
-        help="where a plug-in's version ledger lives (default .notice-bus/ledger-{country}.db)",
+        help="a shared database for plug-ins' version ledgers, {country} allowed (default: the"
+        " ledger_database_url setting; a plug-in with a database of its own keeps its ledger"
+        " there; else .notice-bus/ledger-{country}.db on this host, with a warning)",
     )
 
 

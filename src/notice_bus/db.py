@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Column, Engine, MetaData, Table, create_engine, event, insert, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.exc import InterfaceError as SAInterfaceError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError
 from sqlmodel import SQLModel
 
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
@@ -47,6 +47,8 @@ def make_engine(url: str, tables: Sequence[Any] = (), *, ping: bool = True) -> E
             engine = create_engine(url, pool_pre_ping=ping, connect_args=args)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"bad database URL {redact(url)}: {exc}") from exc
+    event.listen(engine, "commit", _stages_kept)
+    event.listen(engine, "rollback", _stages_undone)
     if tables:
         create_tables(engine, SQLModel.metadata, [t for t in tables if isinstance(t, Table)])
     return engine
@@ -78,19 +80,43 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+#: SQLSTATE classes that refuse the data itself: 22 data exception (a value too long, out of
+#: range, malformed), 23 integrity constraint violation. Sending the same row again can never
+#: succeed, so these are the only refusals for good; anything else (permission denied, a
+#: read-only transaction after a fail-over, a dropped table, an administrator's shutdown) is
+#: the system's state, which an operator repairs, so it is an outage.
+PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23"})
+
+
+def is_refusal(exc: DBAPIError) -> bool:
+    """Whether the database refused the data for good (see :data:`PERMANENT_SQLSTATE_CLASSES`).
+
+    A server error carries its SQLSTATE (psycopg). An error without one (sqlite3 has none;
+    psycopg's own checks, such as a NUL in a string, have none) is judged by its DBAPI class:
+    only IntegrityError (a constraint) and DataError (a value) are about the data."""
+    if exc.connection_invalidated:
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if isinstance(sqlstate, str) and sqlstate:
+        return sqlstate[:2] in PERMANENT_SQLSTATE_CLASSES
+    return isinstance(exc, IntegrityError | DataError)
+
+
 @contextmanager
 def translate_errors(where: str) -> Iterator[None]:
-    """Raise driver errors as ours: lost connections are retriable, constraint errors are not."""
+    """Raise driver errors as ours: :class:`LocalSystemRejected` only for a refusal of the data
+    itself (:func:`is_refusal`), :class:`LocalSystemUnavailable` (retriable: the caller holds
+    and retries) for everything else. The message names the database, without its password,
+    and gives the driver's."""
     try:
         yield
-    except IntegrityError as exc:
-        raise LocalSystemRejected(f"{redact(where)}: {exc.orig}") from exc
-    except (OperationalError, SAInterfaceError) as exc:
-        raise LocalSystemUnavailable(f"{redact(where)} unavailable: {exc.orig}") from exc
     except DBAPIError as exc:
+        if is_refusal(exc):
+            raise LocalSystemRejected(f"{redact(where)}: {exc.orig}") from exc
         if exc.connection_invalidated:
             raise LocalSystemUnavailable(f"{redact(where)} connection lost: {exc.orig}") from exc
-        raise LocalSystemRejected(f"{redact(where)}: {exc.orig}") from exc
+        raise LocalSystemUnavailable(f"{redact(where)} unavailable: {exc.orig}") from exc
 
 
 @contextmanager
@@ -136,17 +162,36 @@ def stage_of(table: Table, columns: Sequence[str] | None = None) -> Table:
 
 def fill_stage(conn: Connection, stage: Table, rows: Sequence[Sequence[Any]]) -> None:
     """Put ``rows`` (values in ``stage``'s column order) into ``stage``, which is made on the
-    connection's first use: COPY on PostgreSQL, an executemany elsewhere."""
+    connection's first use (again after a rollback of that use): COPY on PostgreSQL, an
+    executemany elsewhere. Errors come as SQLAlchemy's, for :func:`translate_errors`."""
     made = conn.info.setdefault("nb_stages", set())
     if stage.name not in made:
         stage.create(conn, checkfirst=True)
         made.add(stage.name)
+        conn.info.setdefault("nb_stages_new", set()).add(stage.name)  # until committed
     columns = [c.name for c in stage.c]
     if conn.dialect.name != "postgresql":
         conn.execute(insert(stage), [dict(zip(columns, row, strict=True)) for row in rows])
         return
     quoted = ", ".join(f'"{name}"' for name in columns)
+    statement = f"COPY {stage.name} ({quoted}) FROM STDIN"
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {stage.name} ({quoted}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(row)
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        # Straight from the driver, past SQLAlchemy: wrapped as SQLAlchemy would, so that
+        # translate_errors tells a refused value from an outage.
+        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+
+
+def _stages_kept(conn: Connection) -> None:
+    conn.info.pop("nb_stages_new", None)
+
+
+def _stages_undone(conn: Connection) -> None:
+    """A rollback undoes the creation of the stages made in its transaction. (An invalidated
+    connection's info goes with it.)"""
+    if not conn.invalidated:
+        conn.info.get("nb_stages", set()).difference_update(conn.info.pop("nb_stages_new", ()))

@@ -32,6 +32,11 @@ class Settings:
     replication_factor: int = 1
     hq_database_url: str = f"sqlite:///{STATE_DIR}/hq.db"
     tracker_database_url: str = f"sqlite:///{STATE_DIR}/tracker.db"
+    #: A database shared by every host of the adapters (PostgreSQL; ``{country}`` stands for
+    #: the country's code) for the version ledger of plug-ins that cannot keep it in their own
+    #: system. Empty: such a ledger is a SQLite file on this host's disk, which orders versions
+    #: only as long as the country's partitions stay on this host (see notice_bus.local_system).
+    ledger_database_url: str = ""
     #: How long HQ keeps its list of registered countries before asking the broker again
     #: (listing every topic costs ~0.1 ms a topic); see HQ for how a newcomer catches up.
     country_refresh_s: float = 10.0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, LargeBinary, Table, text
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, Table, text
 from sqlmodel import Field, SQLModel
 
 ACTIVE = "ACTIVE"
@@ -108,7 +108,11 @@ class OutboxRecord(SQLModel, table=True):
     and marked by the relay, so a crash between the database and Kafka loses nothing."""
 
     __tablename__ = "hq_outbox"
-    __table_args__ = (Index("ix_hq_outbox_pending", "sent_at", "id"),)
+    __table_args__ = (
+        Index("ix_hq_outbox_pending", "sent_at", "id"),
+        # Every country a notice ever went to, for its updates and its cancel.
+        Index("ix_hq_outbox_key_topic", "key", "topic"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     topic: str
@@ -116,6 +120,18 @@ class OutboxRecord(SQLModel, table=True):
     payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _ts(nullable=False)
     sent_at: datetime | None = _ts(nullable=True)
+
+
+class HQVersion(SQLModel, table=True):
+    """Every version of every notice HQ ever made, with the exact bytes it sent: the key makes
+    a second, different version with the same number impossible, and a late country (bootstrap,
+    catch-up) gets the very bytes of the current version."""
+
+    __tablename__ = "hq_version"
+
+    notice_id: str = Field(primary_key=True, max_length=16)
+    version: int = Field(primary_key=True)
+    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 # --- the tracker -------------------------------------------------------------------------------
@@ -235,6 +251,21 @@ class ReminderSent(SQLModel, table=True):
     sent_at: datetime = _ts(nullable=False)
 
 
+class QuarantinedRecord(SQLModel, table=True):
+    """A record of a country's topic that the tracker cannot store (it does not decode, or its
+    fields do not fit), kept with its bytes and why instead of stopping the tracker. Keyed by
+    its position, so a replay stores it once."""
+
+    __tablename__ = "tracker_quarantine"
+
+    topic: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    offset: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    reason: str
+    broker_at: datetime = _ts(nullable=False)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
 def _table(model: type[SQLModel]) -> Table:
     table: Table = model.__table__  # type: ignore[attr-defined]
     return table
@@ -243,14 +274,16 @@ def _table(model: type[SQLModel]) -> Table:
 RED_NOTICE = _table(RedNotice)
 HQ_NOTICE = _table(HQNotice)
 OUTBOX = _table(OutboxRecord)
+HQ_VERSION = _table(HQVersion)
 SENT = _table(SentEvent)
 ACK = _table(AckEvent)
 RESPONSE = _table(ResponseEvent)
 GROUP_SAMPLE = _table(GroupSample)
 INCIDENT = _table(Incident)
 REMINDER_SENT = _table(ReminderSent)
+QUARANTINE = _table(QuarantinedRecord)
 LOCAL_RESPONSE = _table(LocalResponse)
 LOCAL_REMINDER = _table(LocalReminder)
 LOCAL_TABLES = [RED_NOTICE, LOCAL_RESPONSE, LOCAL_REMINDER]
-HQ_TABLES = [HQ_NOTICE, OUTBOX]
-TRACKER_TABLES = [SENT, ACK, RESPONSE, GROUP_SAMPLE, INCIDENT, REMINDER_SENT]
+HQ_TABLES = [HQ_NOTICE, OUTBOX, HQ_VERSION]
+TRACKER_TABLES = [SENT, ACK, RESPONSE, GROUP_SAMPLE, INCIDENT, REMINDER_SENT, QUARANTINE]

@@ -6,6 +6,12 @@ countries added later are picked up, and stores them in its database. These topi
 records with the broker's clock (LogAppendTime), which the report prefers to any bureau's
 clock. Every ``sample_interval_s`` it also samples the countries' consumer groups from the
 broker side and runs the escalation hook.
+
+Nothing read can stop it: a record that does not decode, or whose fields do not fit (an id
+that is not a notice id, a version out of range, an unknown status), is quarantined on its
+own, in ``tracker_quarantine`` with its bytes, its position and why, and logged at ERROR;
+the rest of its batch is stored. Should the database still refuse a batch, its records are
+stored one by one, and only the refused ones are quarantined.
 """
 
 from __future__ import annotations
@@ -25,28 +31,39 @@ from sqlalchemy import delete, func, insert, literal, select, union_all
 from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.committer import Committer
-from notice_bus.db import as_utc, make_engine, transaction
+from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
 from notice_bus.errors import (
     BrokerUnavailable,
     ConfigError,
+    InvalidNotice,
+    LocalSystemRejected,
     NoticeBusError,
     SchemaError,
     TransientError,
 )
 from notice_bus.group_health import GroupProbe, Sample, Waiting
-from notice_bus.model import AckStatus, Response, utcnow
+from notice_bus.model import AckStatus, Action, Answer, utcnow
 from notice_bus.reconcile import Row, store
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
+from notice_bus.tables import ACK, GROUP_SAMPLE, QUARANTINE, RESPONSE, SENT, TRACKER_TABLES
 from notice_bus.topics import TopicNames, kafka_config, poll_or_none
+from notice_bus.validation import NOTICE_ID
 from notice_bus.workers import shard_of
 
 log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
 _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
+_INT32 = 2**31 - 1  # versions are Avro ints, and so are their columns
+_ACTIONS = frozenset(a.value for a in Action)
+_ANSWERS = frozenset(a.value for a in Answer)
+_REASON_KEPT = 1000  # characters of a quarantine reason
+Rows = dict[str, list[Row]]
+Parsed = tuple[Any, str, list[Row]]  # a record, its kind, its rows
+# What decoding and checking a record may raise (times out of range: OverflowError).
+_UNREADABLE = (InvalidNotice, SchemaError, KeyError, ValueError, TypeError, OverflowError)
 
 
 class Tracker:
@@ -72,6 +89,7 @@ class Tracker:
         self.shard, self.shards = shard, shards
         self.settings = settings
         self.engine = make_engine(database_url or settings.tracker_database_url, TRACKER_TABLES)
+        self._quarantine = dialect_insert(self.engine)(QUARANTINE).on_conflict_do_nothing()
         self._names = TopicNames(settings.topic_prefix)
         self._clock = clock
         self.on_sample = on_sample
@@ -131,10 +149,8 @@ class Tracker:
             if not records:
                 self._committer.settle(wait=True)  # idle: make sure of the last commit
                 return 0
-            rows = self._rows_of(records)
-            for attempt in self._retry:
-                with attempt, transaction(self.engine) as conn:
-                    store(conn, **rows)
+            parsed, bad = self._rows_of(records)
+            self._store(parsed, bad)
             # Asynchronous: the next batch need not wait for the broker, and a commit lost
             # only means the batch is read again, which stores nothing twice.
             self._committer.add(records, (), lambda: None)
@@ -230,23 +246,73 @@ class Tracker:
                     found[country, partition] = as_utc(oldest) if oldest is not None else None
         return found
 
-    def _rows_of(self, records: Sequence[Any]) -> dict[str, list[Row]]:
-        rows: dict[str, list[Row]] = {"notices": [], "acks": [], "responses": []}
+    def _store(self, parsed: Sequence[Parsed], bad: list[dict[str, Any]]) -> None:
+        """Store a batch's rows and its quarantined records; if the database refuses the batch
+        for good, store its records one by one and quarantine the refused ones."""
+        rows: Rows = {"notices": [], "acks": [], "responses": []}
+        for _, kind, its in parsed:
+            rows[kind] += its
+        try:
+            self._store_now(rows, bad)
+            return
+        except LocalSystemRejected as exc:
+            log.error("tracker: batch refused, storing its records one by one: %s", exc)
+        for r, kind, its in parsed:
+            try:
+                self._store_now({kind: its}, [])
+            except LocalSystemRejected as exc:
+                bad.append(self._quarantined(r, f"refused by the tracker's database: {exc}"))
+        try:
+            self._store_now({}, bad)
+        except LocalSystemRejected as exc:  # logged one by one already; never stop on input
+            log.error("tracker: %d quarantined records not stored either: %s", len(bad), exc)
+
+    def _store_now(self, rows: Rows, bad: Sequence[dict[str, Any]]) -> None:
+        for attempt in self._retry:
+            with attempt, transaction(self.engine) as conn:
+                store(conn, **rows)
+                if bad:
+                    conn.execute(self._quarantine, bad)
+
+    def _rows_of(self, records: Sequence[Any]) -> tuple[list[Parsed], list[dict[str, Any]]]:
+        parsed: list[Parsed] = []
+        bad: list[dict[str, Any]] = []
         for r in records:
             kind = r.topic[len(self._names.prefix) :].split(".", 1)[0]
             country = self._names.country_of(r.topic)
             try:
-                rows[kind] += self._rows(kind, country, r)
-            except (SchemaError, KeyError, ValueError, TypeError) as exc:
+                parsed.append((r, kind, self._rows(kind, country, r)))
+            except _UNREADABLE as exc:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
-                # ack or answer can only be reported here.
-                log.error("tracker: cannot read %s[%d]@%d: %s", r.topic, r.partition, r.offset, exc)
-        return rows
+                # ack or answer can only be reported, and kept, here.
+                bad.append(self._quarantined(r, str(exc)))
+        return parsed, bad
+
+    def _quarantined(self, r: Any, reason: str) -> dict[str, Any]:
+        log.error("tracker: quarantined %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+        try:
+            broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+        except (TypeError, ValueError, OverflowError, OSError):
+            broker_at = datetime.fromtimestamp(0, UTC)
+        return {
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "reason": _clean(reason)[:_REASON_KEPT],
+            "broker_at": broker_at,
+            "raw": r.value,
+        }
 
     def _rows(self, kind: str, country: str | None, r: Any) -> list[Row]:
+        """The rows of one record, its fields checked to fit their columns; raises
+        InvalidNotice (or a decoding error) for a record to quarantine."""
         data = self._codecs[kind].decode(r.value)
         broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
         if kind == "notices":  # the projection: what was sent, not the person
+            _notice_id(data["notice_id"])
+            _version(data["version"], low=1)
+            if data["action"] not in _ACTIONS:
+                raise InvalidNotice(f"unknown action {data['action']!r}", field="action")
             return [
                 (
                     country, data["notice_id"], data["version"], data["action"],
@@ -254,11 +320,13 @@ class Tracker:
                 )
             ]  # fmt: skip
         if kind == "responses":
-            answer = Response.from_avro(data)
+            _notice_id(data["notice_id"])
+            if data["answer"] not in _ANSWERS:
+                raise InvalidNotice(f"unknown answer {data['answer']!r}", field="answer")
             return [
                 (
-                    country, answer.notice_id, answer.answer.value, answer.text,
-                    answer.responder, answer.at, broker_at,
+                    country, data["notice_id"], data["answer"], _text(data.get("text"), _TEXT),
+                    _text(data["responder"], _RESPONDER), data["at"], broker_at,
                 )
             ]  # fmt: skip
         # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
@@ -268,7 +336,10 @@ class Tracker:
         position = ""
         if status is AckStatus.REJECTED:
             position = f"{data['source_partition']}:{data['source_offset']}"
-        adapter_id, reason = data["adapter_id"], data.get("reason")
+            if len(position) > _POSITION:
+                raise InvalidNotice(f"source position {position!r} too long", field="source")
+        adapter_id = _text(data["adapter_id"], _ADAPTER_ID)
+        reason = _text(data.get("reason"), _REASON)
         times = [(status.value, data["at"], broker_at)]
         if status is AckStatus.RECORDED and data.get("received_at") is not None:
             # The RECEIVED this RECORDED stands for, on the broker's timeline: the bureau's
@@ -277,8 +348,46 @@ class Tracker:
             times.append((AckStatus.RECEIVED.value, received, broker_at - (data["at"] - received)))
         events = [(data["notice_id"], data["version"])]
         events += [(e["notice_id"], e["version"]) for e in data.get("also", ())]
+        for notice_id, version in events:
+            # A REJECTED ack of a record without a readable notice id carries "" and 0.
+            _notice_id(notice_id, empty=status is AckStatus.REJECTED)
+            _version(version)
         return [
             (country, notice_id, version, state, position, at, seen, adapter_id, reason)
             for notice_id, version in events
             for state, at, seen in times
         ]
+
+
+def _length(column: Any) -> int | None:
+    length: int | None = getattr(column.type, "length", None)
+    return length
+
+
+_TEXT, _RESPONDER = _length(RESPONSE.c.text), _length(RESPONSE.c.responder)
+_ADAPTER_ID, _REASON = _length(ACK.c.adapter_id), _length(ACK.c.reason)
+_POSITION = _length(ACK.c.position) or 32
+
+
+def _notice_id(value: Any, *, empty: bool = False) -> None:
+    if not isinstance(value, str) or not (NOTICE_ID.match(value) or (empty and value == "")):
+        shown = repr(value)[:60]
+        raise InvalidNotice(f"must look like YYYY/NNNNN, got {shown}", field="notice_id")
+
+
+def _version(value: Any, low: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT32:
+        raise InvalidNotice(f"must be an integer {low} to {_INT32}, got {value!r}", field="version")
+
+
+def _text(value: Any, length: int | None) -> Any:
+    """A free-text field made to fit its column: cut to ``length``, without NUL characters
+    (PostgreSQL cannot store them). What it says is for people; a cut does no harm."""
+    if not isinstance(value, str):
+        return value
+    value = _clean(value)
+    return value[:length] if length is not None else value
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text

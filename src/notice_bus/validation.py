@@ -14,10 +14,12 @@ from typing import Any
 from notice_bus.errors import InvalidNotice
 from notice_bus.model import Action, ArrestWarrant, NoticeEvent, Person
 
-NOTICE_ID = re.compile(r"^\d{4}/\d{1,10}$")
-COUNTRY = re.compile(r"^[A-Z]{2}$")
-CODE = re.compile(r"^[A-Z]{2,4}$")
-DATE = re.compile(r"^(\d{4})(?:/(\d{2})(?:/(\d{2}))?)?$")
+# ASCII digits only (``\d`` takes any Unicode digit), and nothing after the match (``$`` lets a
+# trailing newline through): these values become keys, columns, paths and URLs.
+NOTICE_ID = re.compile(r"^[0-9]{4}/[0-9]{1,10}\Z")
+COUNTRY = re.compile(r"^[A-Z]{2}\Z")
+CODE = re.compile(r"^[A-Z]{2,4}\Z")
+DATE = re.compile(r"^([0-9]{4})(?:/([0-9]{2})(?:/([0-9]{2}))?)?\Z")
 SEX = frozenset({"F", "M", "U"})
 _TEXT_LIMIT = 4000
 _LIST_FIELDS = ("nationalities", "eyes_colors_id", "hairs_id", "languages_spoken_ids", "images")
