@@ -1,16 +1,23 @@
 """HQ: publishes, updates and cancels red notices through a transactional outbox.
 
-A call writes the notice's new version and one outbox row per target country in a single
-database transaction; the relay then sends the outbox rows with the idempotent producer
-(acks=all) and marks them sent. A crash between the two leaves rows unsent, and the next relay
-(any later call, or ``notice-bus relay``) sends them: nothing is lost, and a row sent twice is
-the same notice version, which every consumer takes in once.
+A call writes the notice's new version and one outbox row per country in a single database
+transaction; the relay then sends the outbox rows with the idempotent producer (acks=all) and
+marks them sent. A crash between the two leaves rows unsent, and the next relay (any later
+call, or ``notice-bus relay``) sends them: nothing is lost, and a row sent twice is the same
+notice version, which every consumer takes in once.
+
+A new notice goes to its targets (every registered country when it has none). An update or a
+cancel goes to those of its new version and to every country that ever got any version of the
+notice, so a country the notice no longer addresses learns so (its adapter withdraws its copy)
+and a cancel reaches every copy. Several HQ processes may share HQ's database: see
+:mod:`notice_bus.hq_store` for how they take turns.
 
 HQ keeps its list of registered countries for ``country_refresh_s`` rather than listing every
 topic on each call. A country registered meanwhile misses the broadcasts made with the old
 list, so HQ remembers those broadcasts until its next look at the broker (at the latest when
-it is closed) and sends them to every country that look finds new. Together with the
-newcomer's bootstrap, a country registered at any moment gets every broadcast.
+it is closed) and sends every country that look finds new the current version of each.
+Together with the newcomer's bootstrap, a country registered at any moment gets every
+broadcast.
 """
 
 from __future__ import annotations
@@ -18,31 +25,24 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from sqlalchemy import insert, select, update
-from sqlmodel import Session, col
+from sqlalchemy import select, update
 
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import make_engine, transaction, translate_errors
 from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice, NoticeBusError
-from notice_bus.model import Action, NoticeEvent, Person, utcnow
+from notice_bus.hq_store import RelayTurn, prepare, write
+from notice_bus.hq_writer import Writer
+from notice_bus.model import NOT_ADDRESSED, NoticeEvent, Person, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import (
-    ACTIVE,
-    HQ_NOTICE,
-    HQ_TABLES,
-    OUTBOX,
-    WITHDRAWN,
-    HQNotice,
-)
+from notice_bus.tables import HQ_NOTICE, HQ_TABLES, OUTBOX
 from notice_bus.topics import (
     TopicNames,
     admin_client,
@@ -55,6 +55,7 @@ from notice_bus.validation import Draft, check_notice_id, parse_draft
 
 log = logging.getLogger("notice_bus.hq")
 _OUTBOX: Any = OUTBOX
+_NOTICE: Any = HQ_NOTICE
 
 
 def read_drafts(path: str | Path) -> list[Draft]:
@@ -85,7 +86,10 @@ def read_drafts(path: str | Path) -> list[Draft]:
 
 
 class HQ:
-    """HQ's side of notice-bus. Close it (or use ``with``) to release the producer."""
+    """HQ's side of notice-bus. Close it (or use ``with``) to release the producer.
+
+    ``clock`` dates every version HQ makes; it is called once the notice's current version
+    has been read (and locked)."""
 
     def __init__(
         self,
@@ -96,6 +100,7 @@ class HQ:
     ) -> None:
         self.settings = settings
         self.engine = make_engine(settings.hq_database_url, HQ_TABLES)
+        prepare(self.engine)
         self._clock = clock
         self._names = TopicNames(settings.topic_prefix)
         store = schemas if schemas is not None else KafkaSchemaStore(settings)
@@ -104,7 +109,9 @@ class HQ:
         self._admin: Any = None
         self._known: list[str] | None = None
         self._looked_at = 0.0
-        self._broadcasts: list[tuple[NoticeEvent, bytes]] = []  # made with the current list
+        self._broadcasts: set[str] = set()  # notices broadcast with the current list
+        self._relay_turn = RelayTurn(self.engine)
+        self._writer = Writer(self._codec, self._names, clock, self._registered)
 
     def publish(self, drafts: Iterable[Draft], *, relay: bool = True) -> list[NoticeEvent]:
         """Publish new notices and update existing ones. A draft identical to the current
@@ -122,147 +129,78 @@ class HQ:
                     field="target_countries",
                     notice_id=d.notice_id,
                 )
-        events: list[NoticeEvent] = []
-        broadcasts: list[tuple[NoticeEvent, bytes]] = []
-        with self._session() as session:
-            known = self._current(session, [d.notice_id for d in drafts])
-            for d in drafts:
-                current = known.get(d.notice_id)
-                person = d.person.to_avro()
-                if current is not None and current.status == WITHDRAWN:
-                    raise HQStateError(f"notice {d.notice_id} was cancelled; it cannot be updated")
-                if current is not None and (current.person, current.target_countries) == (
-                    person,
-                    list(d.target_countries),
-                ):
-                    continue
-                event = NoticeEvent(
-                    notice_id=d.notice_id,
-                    version=1 if current is None else current.version + 1,
-                    action=Action.PUBLISH if current is None else Action.UPDATE,
-                    requesting_country=d.requesting_country,
-                    published_at=self._clock(),
-                    target_countries=d.target_countries,
-                    person=d.person,
-                )
-                row = HQNotice(
-                    notice_id=d.notice_id,
-                    version=event.version,
-                    status=ACTIVE,
-                    requesting_country=d.requesting_country,
-                    target_countries=list(d.target_countries),
-                    person=person,
-                    updated_at=event.published_at,
-                )
-                if current is None:
-                    session.add(row)
-                else:
-                    row = session.merge(row)
-                known[d.notice_id] = row
-                payload = self._enqueue(session, event, d.target_countries or countries)
-                if not d.target_countries:
-                    broadcasts.append((event, payload))
-                events.append(event)
-        self._broadcasts += broadcasts  # committed: remembered for a newcomer
+        events, broadcasts = write(
+            self.engine, lambda s: self._writer.publish(s, drafts, countries)
+        )
+        self._broadcasts |= broadcasts  # committed: remembered for a newcomer
         if relay:
             self.relay()
         return events
 
-    @staticmethod
-    def _current(session: Session, notice_ids: list[str]) -> dict[str, HQNotice]:
-        """The current rows of ``notice_ids``, in one query per thousand (not one each)."""
-        found: dict[str, HQNotice] = {}
-        for i in range(0, len(notice_ids), 1000):
-            chunk = notice_ids[i : i + 1000]
-            query = select(HQNotice).where(col(HQNotice.notice_id).in_(chunk))
-            found.update((n.notice_id, n) for n in session.scalars(query))
-        return found
-
     def cancel(self, notice_id: str, reason: str = "", *, relay: bool = True) -> NoticeEvent:
-        """Withdraw a notice everywhere it was sent."""
+        """Withdraw a notice everywhere it was ever sent, and wherever it is now meant to go.
+        The reason adapters give a notice no longer addressed to them is not accepted."""
         try:
             check_notice_id(notice_id)
         except InvalidNotice as exc:
             raise InvalidNotice(exc.reason, field=exc.field, notice_id=notice_id) from None
-        countries = self._countries()
-        with self._session() as session:
-            current = session.get(HQNotice, notice_id)
-            if current is None:
-                raise HQStateError(f"notice {notice_id} was never published by this HQ")
-            if current.status == WITHDRAWN:
-                raise HQStateError(f"notice {notice_id} is already cancelled")
-            event = NoticeEvent(
+        if reason.strip() == NOT_ADDRESSED:  # a country must tell a cancel from a retargeting
+            raise InvalidNotice(
+                "is reserved for notices no longer addressed to a country",
+                field="reason",
                 notice_id=notice_id,
-                version=current.version + 1,
-                action=Action.CANCEL,
-                requesting_country=current.requesting_country,
-                published_at=self._clock(),
-                target_countries=tuple(current.target_countries),
-                reason=reason or None,
             )
-            current.version, current.status = event.version, WITHDRAWN
-            current.updated_at = event.published_at
-            session.add(current)
-            payload = self._enqueue(session, event, current.target_countries or countries)
+        countries = self._countries()
+        event = write(self.engine, lambda s: self._writer.cancel(s, notice_id, reason, countries))
         if not event.target_countries:
-            self._broadcasts.append((event, payload))
+            self._broadcasts.add(notice_id)
         if relay:
             self.relay()
         return event
 
     def bootstrap(self, country: str, *, relay: bool = True) -> int:
         """Send ``country`` (which joined late) the current version of every active notice
-        meant for it; cancelled notices are not sent. Returns how many were queued."""
+        meant for it, as the very bytes HQ made it with; cancelled notices are not sent.
+        Returns how many were queued."""
         if country not in self._countries(fresh=True, bootstrapping=country):
             raise HQStateError(f"{country} has no topic; run `notice-bus topics init` first")
-        queued = 0
-        with self._session() as session:
-            active = select(HQ_NOTICE).where(HQ_NOTICE.c.status == ACTIVE)
-            for notice in session.execute(active):
-                if notice.target_countries and country not in notice.target_countries:
-                    continue
-                event = NoticeEvent(
-                    notice_id=notice.notice_id,
-                    version=notice.version,
-                    action=Action.PUBLISH if notice.version == 1 else Action.UPDATE,
-                    requesting_country=notice.requesting_country,
-                    published_at=notice.updated_at,
-                    target_countries=tuple(notice.target_countries),
-                    person=Person.from_avro(notice.person or {}),
-                )
-                self._enqueue(session, event, [country])
-                queued += 1
+        queued = write(self.engine, lambda s: self._writer.bootstrap(s, country))
         if relay:
             self.relay()
         return queued
 
     def person(self, notice_id: str) -> Person | None:
         """The current person data HQ holds for a notice (``None`` if unknown or cancelled)."""
-        with Session(self.engine) as session:
-            row = session.get(HQNotice, notice_id)
-        return Person.from_avro(row.person) if row and row.person else None
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            person = conn.execute(
+                select(_NOTICE.c.person).where(_NOTICE.c.notice_id == notice_id)
+            ).scalar()
+        return Person.from_avro(person) if person else None
 
     def relay(self, batch: int = 1000) -> int:
-        """Send every pending outbox row, oldest first; returns how many were sent."""
+        """Send every pending outbox row, oldest first; returns how many were sent. One relay
+        at a time, across HQ processes too: a row is sent once (barring a crash before it is
+        marked), and a notice's versions reach each topic in the order they were made."""
         sent = 0
-        while True:
-            with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
-                rows = conn.execute(
-                    select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.payload)
-                    .where(_OUTBOX.c.sent_at.is_(None))
-                    .order_by(_OUTBOX.c.id)
-                    .limit(batch)
-                ).all()
-            if not rows:
-                return sent
-            self._send(rows)
-            with transaction(self.engine) as conn:
-                conn.execute(
-                    update(_OUTBOX)
-                    .where(_OUTBOX.c.id.in_([r.id for r in rows]))
-                    .values(sent_at=self._clock())
-                )
-            sent += len(rows)
+        with self._relay_turn():
+            while True:
+                with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+                    rows = conn.execute(
+                        select(_OUTBOX.c.id, _OUTBOX.c.topic, _OUTBOX.c.key, _OUTBOX.c.payload)
+                        .where(_OUTBOX.c.sent_at.is_(None))
+                        .order_by(_OUTBOX.c.id)
+                        .limit(batch)
+                    ).all()
+                if not rows:
+                    return sent
+                self._send(rows)
+                with transaction(self.engine) as conn:
+                    conn.execute(
+                        update(_OUTBOX)
+                        .where(_OUTBOX.c.id.in_([r.id for r in rows]))
+                        .values(sent_at=self._clock())
+                    )
+                sent += len(rows)
 
     def pending(self) -> int:
         """Outbox rows not yet confirmed by the broker."""
@@ -296,70 +234,40 @@ class HQ:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        """One transaction: committed when the block ends, rolled back if it raises."""
-        with (
-            translate_errors(str(self.engine.url)),
-            Session(self.engine) as session,
-            session.begin(),
-        ):
-            yield session
-
     def _countries(self, *, fresh: bool = False, bootstrapping: str = "") -> list[str]:
         """Registered countries, asked of the broker over one admin connection kept open when
         the list is older than ``country_refresh_s`` (or ``fresh`` is asked for). Countries
-        found new get the latest version of each broadcast made with the old list (a cancel,
-        not the notice it withdrew), in their own transaction; ``bootstrapping`` does not,
-        as the bootstrap that follows sends it everything committed so far."""
+        found new get the current version of each broadcast made with the old list (a cancel,
+        not the notice it withdrew; nothing if it now targets other countries), in their own
+        transaction; ``bootstrapping`` does not, as the bootstrap that follows sends it
+        everything committed so far."""
         due = time.monotonic() - self._looked_at >= self.settings.country_refresh_s
         if self._known is not None and not (fresh or due):
             return self._known
+        countries = self._registered()
+        known = countries if self._known is None else self._known
+        added = sorted(set(countries) - set(known) - {bootstrapping})
+        if added and self._broadcasts:
+            ids = sorted(self._broadcasts)
+            write(self.engine, lambda s: self._writer.catch_up(s, added, ids))
+            log.info(
+                "queued %d recent broadcasts for %s, registered meanwhile",
+                len(ids),
+                ", ".join(added),
+            )
+        self._known, self._looked_at, self._broadcasts = countries, time.monotonic(), set()
+        return countries
+
+    def _registered(self) -> list[str]:
+        """The registered countries, asked now, over the admin connection kept open."""
         if self._admin is None:
             self._admin = admin_client(self.settings)
         try:
-            countries = registered_countries(self.settings, self._admin)
+            return registered_countries(self.settings, self._admin)
         except BrokerUnavailable:
             self._admin.close()
             self._admin = None  # a fresh connection next time
             raise
-        known = countries if self._known is None else self._known
-        added = sorted(set(countries) - set(known) - {bootstrapping})
-        latest = {event.notice_id: (event, payload) for event, payload in self._broadcasts}
-        if added and latest:
-            with self._session() as session:
-                for event, payload in latest.values():
-                    self._enqueue(session, event, added, payload)
-            log.info(
-                "queued %d recent broadcasts for %s, registered meanwhile",
-                len(latest),
-                ", ".join(added),
-            )
-        self._known, self._looked_at, self._broadcasts = countries, time.monotonic(), []
-        return countries
-
-    def _enqueue(
-        self,
-        session: Session,
-        event: NoticeEvent,
-        countries: Sequence[str],
-        payload: bytes | None = None,
-    ) -> bytes:
-        if payload is None:
-            payload = self._codec.encode(event.to_avro())
-        # One multi-row insert: a broadcast is ~200 rows, too many for ORM objects at 2/s.
-        rows = [
-            {
-                "topic": self._names.notices(cc),
-                "key": event.notice_id,
-                "payload": payload,
-                "created_at": event.published_at,
-            }
-            for cc in countries
-        ]
-        if rows:  # no country registered yet: the notice waits at HQ for their bootstrap
-            session.execute(insert(_OUTBOX), rows)
-        return payload
 
     def _send(self, rows: Sequence[Any]) -> None:
         try:
