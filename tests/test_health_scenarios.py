@@ -16,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 from kafka import TopicPartition
 
-from notice_bus.adapter import Adapter, group_id
+from notice_bus.adapter import Adapter
 from notice_bus.bureau_channel import respond
 from notice_bus.demo import SlowSink
+from notice_bus.groups import group_id
 from notice_bus.hq import HQ
 from notice_bus.metrics import AdapterMetrics, ReportCollector, serve
 from notice_bus.model import Answer, utcnow

@@ -17,6 +17,7 @@ from notice_bus.errors import (
     NoticeBusError,
     SchemaError,
     TransientError,
+    WriteConflict,
 )
 from notice_bus.hq import HQ, read_drafts
 from notice_bus.model import Ack, AckStatus, Action, ArrestWarrant, NoticeEvent, Person
@@ -58,6 +59,7 @@ __all__ = [
     "Status",
     "Tracker",
     "TransientError",
+    "WriteConflict",
     "build_report",
     "init_topics",
     "parse_draft",

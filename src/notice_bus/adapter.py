@@ -50,6 +50,7 @@ from notice_bus.errors import (
     TransientError,
 )
 from notice_bus.flow import Flow
+from notice_bus.groups import DEFAULT_HUB, group_id, hub_group_id
 from notice_bus.lane import Batch, Lane
 from notice_bus.metrics import AdapterMetrics
 from notice_bus.model import utcnow
@@ -66,19 +67,6 @@ Clock = Callable[[], datetime]
 _WRITERS = 8  # a hub's lanes writing at once: enough to overlap waits on the local systems
 _BUSY_POLL_MS = 50  # how long a poll waits while lanes are writing
 _REVOKE_WAIT_S = 10.0  # for the acknowledgements of finished batches, before a rebalance
-
-
-def group_id(settings: Settings, country: str) -> str:
-    return f"{settings.topic_prefix}notice-bus.{country}"
-
-
-def hub_group_id(settings: Settings, hub: str) -> str:
-    return f"{settings.topic_prefix}notice-bus.hub.{hub}"
-
-
-#: The hub name when none is given. It does not depend on the countries: a hub that gains a
-#: country keeps its group, and its offsets, instead of re-reading every topic from the start.
-DEFAULT_HUB = "default"
 
 
 class Adapter:

@@ -16,7 +16,8 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from notice_bus.adapter import DEFAULT_HUB, Adapter
+from notice_bus.adapter import Adapter
+from notice_bus.groups import DEFAULT_HUB
 from notice_bus.local_system import Systems
 from notice_bus.metrics import AdapterMetrics, serve
 from notice_bus.settings import Settings

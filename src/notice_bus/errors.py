@@ -87,6 +87,11 @@ class BrokerUnavailable(TransientError):
     """The Kafka cluster did not answer or refused the request for a passing reason."""
 
 
+class WriteConflict(TransientError):
+    """Another HQ process wrote the same notices at the same moment, again and again; nothing
+    of this call was written, and the call may be made again."""
+
+
 class LocalSystemUnavailable(TransientError):
     """The country's local information system (database, API, file share) is unavailable."""
 

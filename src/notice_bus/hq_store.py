@@ -35,7 +35,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from notice_bus.db import translate_errors
-from notice_bus.errors import TransientError
+from notice_bus.errors import WriteConflict
 from notice_bus.tables import HQ_NOTICE, HQ_VERSION, OUTBOX
 from notice_bus.topics import TopicNames
 
@@ -51,11 +51,6 @@ _RELAY_LOCK = 0x68715F72656C
 # What a lost race looks like: a duplicate key (23505), a serialization failure or deadlock
 # (class 40) on PostgreSQL; a duplicate primary or unique key on SQLite.
 _SQLITE_DUPLICATE = frozenset({"SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"})
-
-
-class WriteConflict(TransientError):
-    """Another HQ process wrote the same notices at the same moment, again and again; nothing
-    of this call was written, and the call may be made again."""
 
 
 def prepare(engine: Engine) -> None:

@@ -28,7 +28,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from sqlalchemy import delete, func, insert, literal, select, union_all
 
-from notice_bus.adapter import group_id, hub_group_id
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.committer import Committer
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
@@ -42,6 +41,7 @@ from notice_bus.errors import (
     TransientError,
 )
 from notice_bus.group_health import GroupProbe, Sample, Waiting
+from notice_bus.groups import group_id, hub_group_id
 from notice_bus.model import AckStatus, Action, Answer, utcnow
 from notice_bus.reconcile import Row, store
 from notice_bus.retry import retrying
