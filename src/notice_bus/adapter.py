@@ -160,6 +160,7 @@ class Adapter:
         self._by_country = {lane.country: lane for lane in self.lanes}
         self._writers = Writers(min(_WRITERS, len(sinks)))
         self._jobs: dict[str, Batch] = {}  # the batch each busy lane is writing
+        self._queued: dict[str, Batch] = {}  # records that came for a busy lane
         # How long a step waits for its writes before polling again: a quick write is
         # acknowledged in the same step, a slow one holds only its own lane.
         self._patience_s = settings.poll_timeout_ms / 1000
@@ -212,13 +213,13 @@ class Adapter:
         # join's round trips only inside poll, and short polls can starve it. While lanes
         # are writing, poll briefly, so that their end is acknowledged soon.
         wait_ms = self.settings.poll_timeout_ms if self._consumer.assignment() else 2000
-        if len(self._writers):
+        if self._jobs or self._queued:
             wait_ms = min(wait_ms, _BUSY_POLL_MS)
         polled = poll_or_none(self._consumer, wait_ms, self.adapter_id)
         if polled is None:  # the broker is unreachable: nothing read, nothing to lose
             return done
         if not polled:
-            if not len(self._writers):
+            if not self._jobs:
                 try:
                     self._committer.settle(wait=True)  # idle: make everything durable now
                 except TransientError as exc:
@@ -228,9 +229,10 @@ class Adapter:
         for tp, records in polled.items():
             lane = self._lanes[tp.topic]
             batches.setdefault(lane.country, Batch([])).records.extend(records)
-        for country, batch in batches.items():
-            self._dispatch(self._by_country[country], batch)
-        self._writers.wait(self._patience_s)
+        started = [
+            cc for cc, batch in batches.items() if self._dispatch(self._by_country[cc], batch)
+        ]
+        self._writers.wait(started, self._patience_s)
         return done + self._collect()
 
     @property
@@ -246,6 +248,7 @@ class Adapter:
         self._closed = True
         try:
             self._writers.shutdown()  # a write in hand finishes
+            self._queued.clear()  # not started: read again by the next owner
             self._collect()
             self._committer.settle(wait=True)
         except TransientError as exc:
@@ -261,20 +264,28 @@ class Adapter:
 
     # --- the pipeline -----------------------------------------------------------------------
 
-    def _dispatch(self, lane: Lane, batch: Batch) -> None:
-        """Take a lane's new records in and start its write; a lane busy with an earlier
-        batch, or holding one, gets them back later (a rebalance may have resumed it)."""
-        if lane.held is not None or self._writers.busy(lane.country):
+    def _dispatch(self, lane: Lane, batch: Batch) -> bool:
+        """Take a lane's new records in and start its write; returns whether it started.
+        A lane still busy keeps them for when it is done (and its partitions are paused
+        meanwhile); a lane holding a batch for its local system gets them back later (a
+        rebalance may have resumed it)."""
+        if lane.held is not None:
             self._flow.put_back(lane, batch.records)
-            return
+            return False
+        if self._writers.busy(lane.country):
+            queued = self._queued.setdefault(lane.country, Batch([]))
+            queued.records.extend(batch.records)
+            self._flow.pause(lane)
+            return False
         try:
             lane.take_in(batch)
         except TransientError as exc:  # a dead letter could not be sent
             log.error("%s: batch not taken in, it will be read again: %s", lane.country, exc)
             self._flow.put_back(lane, batch.records)
             self._flow.resume(lane)
-            return
+            return False
         self._start(lane, batch)
+        return True
 
     def _start(self, lane: Lane, batch: Batch, *, probe: bool = False) -> None:
         def job() -> None:
@@ -301,14 +312,16 @@ class Adapter:
                 self._writers.start(lane.country, functools.partial(_answers, lane))
 
     def _collect(self) -> int:
-        """Act on the writers' ended jobs; returns the records finished."""
+        """Act on the writers' ended jobs, and start the batches that waited for them;
+        returns the records finished."""
         done = 0
         finished: list[tuple[Lane, Batch]] = []
-        for country, outcome in self._writers.ended():
+        ended = self._writers.ended()
+        for country, outcome in ended:
             lane = self._by_country[country]
             batch = self._jobs.pop(country, None)
             if batch is None:  # a look for answers: it logs its own failures
-                if lane.held is None:  # records put back meanwhile are read again
+                if lane.held is None:
                     self._flow.resume(lane)
                 continue
             if outcome is None:
@@ -325,11 +338,16 @@ class Adapter:
                 self.metrics.errors.labels(country, "broker_unavailable").inc()
                 if lane.held is batch:
                     self._flow.release(lane)
-                self._flow.put_back(lane, batch.records)
+                queued = self._queued.pop(country, Batch([]))
+                self._flow.put_back(lane, batch.records + queued.records)
                 self._flow.resume(lane)
             else:
                 self._flow.hold(lane, batch, outcome)
         self._finish(finished)
+        for country, _ in ended:
+            waiting = self._queued.pop(country, None)
+            if waiting is not None:
+                self._dispatch(self._by_country[country], waiting)
         return done
 
     def _flush(self, sink: Sink) -> None:
@@ -354,6 +372,10 @@ class Adapter:
         """The broker did not confirm what finished batches said: read every uncommitted
         batch again from its first offsets (writes and acknowledgements are idempotent)."""
         first = self._committer.forget()
+        for queued in self._queued.values():
+            for r in queued.records:
+                first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
+        self._queued.clear()
         log.error("batches not confirmed, %d partitions will be read again: %s", len(first), exc)
         for tp in first:
             self.metrics.errors.labels(self._lanes[tp.topic].country, "broker_unavailable").inc()
@@ -366,6 +388,7 @@ class Adapter:
         # thread of its own), so their next owner does not write and acknowledge them again.
         # Writes still in hand are read again by the next owner: idempotent, so harmless.
         self._committer.commit_confirmed(wait_s=_REVOKE_WAIT_S)
+        self._queued.clear()  # read again from the committed offsets, by whoever owns them
         for lane in {self._lanes[tp.topic] for tp in partitions if tp.topic in self._lanes}:
             if lane.held is not None:
                 log.warning(

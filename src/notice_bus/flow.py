@@ -38,6 +38,9 @@ class Flow:
     def resume(self, lane: Lane) -> None:
         self._consumer.resume(*self.partitions(lane))
 
+    def pause(self, lane: Lane) -> None:
+        self._consumer.pause(*self.partitions(lane))
+
     def put_back(self, lane: Lane, records: Sequence[Any]) -> None:
         """Read ``records`` again later, and pause the lane until it can take them."""
         first: dict[TopicPartition, int] = {}

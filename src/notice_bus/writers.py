@@ -10,8 +10,8 @@ one job at a time, so a sink is only ever used by one thread at once.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 from notice_bus.errors import LocalSystemUnavailable, NoticeBusError
 
@@ -43,12 +43,12 @@ class Writers:
     def __len__(self) -> int:
         return len(self._running)
 
-    def wait(self, timeout_s: float, *, all_of: bool = True) -> None:
-        """Wait until every job (or, without ``all_of``, any job) has ended, at most
-        ``timeout_s``."""
-        if self._running:
-            mode = "ALL_COMPLETED" if all_of else FIRST_COMPLETED
-            wait(list(self._running.values()), timeout=timeout_s, return_when=mode)
+    def wait(self, keys: Iterable[str], timeout_s: float) -> None:
+        """Wait until the jobs of ``keys`` have ended, at most ``timeout_s``. (Not every job:
+        one stuck on a hung system would make every wait last ``timeout_s``.)"""
+        futures = [self._running[k] for k in keys if k in self._running]
+        if futures:
+            wait(futures, timeout=timeout_s)
 
     def ended(self) -> list[tuple[str, NoticeBusError | None]]:
         """The jobs that have ended since the last call, with their outcomes."""
