@@ -107,6 +107,26 @@ def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     )
 
 
+@pytest.fixture
+def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The environment of ``notice_bus.cli.main`` run in-process: this test's settings."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+    monkeypatch.setenv("NOTICE_BUS_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("NOTICE_BUS_HQ_DATABASE_URL", settings.hq_database_url)
+    monkeypatch.setenv("NOTICE_BUS_TRACKER_DATABASE_URL", settings.tracker_database_url)
+    return settings
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def hq_url(request: pytest.FixtureRequest, settings: Settings) -> str:
+    """HQ's database, once SQLite and once a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return settings.hq_database_url
+    make: Callable[[], str] = request.getfixturevalue("new_postgres_db")
+    return make()
+
+
 class Bus:
     """One test's deployment: topics for some countries, HQ, adapters, a tracker."""
 

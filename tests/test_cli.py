@@ -34,16 +34,6 @@ REPORT_KEYS = {
 }
 
 
-@pytest.fixture
-def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
-    monkeypatch.setenv("NOTICE_BUS_TOPIC_PREFIX", settings.topic_prefix)
-    monkeypatch.setenv("NOTICE_BUS_HQ_DATABASE_URL", settings.hq_database_url)
-    monkeypatch.setenv("NOTICE_BUS_TRACKER_DATABASE_URL", settings.tracker_database_url)
-    return settings
-
-
 def outbox_size(settings: Settings) -> int:
     engine = sa.create_engine(settings.hq_database_url)
     try:

@@ -28,16 +28,6 @@ pytestmark = pytest.mark.kafka
 REFUSED = "Refused"  # the name the local database refuses, until its constraint is dropped
 
 
-@pytest.fixture
-def cli_env(settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
-    monkeypatch.setenv("NOTICE_BUS_TOPIC_PREFIX", settings.topic_prefix)
-    monkeypatch.setenv("NOTICE_BUS_HQ_DATABASE_URL", settings.hq_database_url)
-    monkeypatch.setenv("NOTICE_BUS_TRACKER_DATABASE_URL", settings.tracker_database_url)
-    return settings
-
-
 def refuse_a_name(url: str) -> Callable[[], None]:
     """Make ``url``'s red_notice refuse the name REFUSED for good; returns the fix."""
     SqlSink(url).close()  # creates the table

@@ -14,27 +14,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
 from notice_bus.errors import HQStateError
 from notice_bus.hq import HQ
 from notice_bus.model import utcnow
-from notice_bus.settings import Settings
 from notice_bus.tables import HQ_NOTICE
 from tests.conftest import Bus
 from tests.factories import draft
 from tests.test_hq_retarget import Wire, on_the_wire
 
 COUNTRIES = ["DE", "FR", "TH"]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def hq_url(request: pytest.FixtureRequest, settings: Settings) -> str:
-    if request.param == "sqlite":
-        return settings.hq_database_url
-    make: Callable[[], str] = request.getfixturevalue("new_postgres_db")
-    return make()
 
 
 def meeting_clock(barrier: threading.Barrier) -> Callable[[], datetime]:

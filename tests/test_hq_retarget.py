@@ -72,14 +72,6 @@ def versions(wire: dict[str, list[Wire]], notice_id: str) -> dict[str, list[tupl
     }
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def hq_url(request: pytest.FixtureRequest, settings: Settings) -> str:
-    if request.param == "sqlite":
-        return settings.hq_database_url
-    make: Callable[[], str] = request.getfixturevalue("new_postgres_db")
-    return make()
-
-
 def test_an_update_and_a_cancel_reach_every_country_that_ever_had_the_notice(
     make_bus: Callable[..., Bus], hq_url: str
 ) -> None:
