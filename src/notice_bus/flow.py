@@ -30,15 +30,20 @@ class Flow:
         self._consumer = consumer
         self._settings = settings
         self._metrics = metrics
+        self._paused: set[str] = set()  # countries this flow paused and has not resumed
 
     def partitions(self, lane: Lane) -> list[TopicPartition]:
         """The lane's partitions this consumer is assigned now."""
         return [tp for tp in self._consumer.assignment() if tp.topic in lane.topics]
 
     def resume(self, lane: Lane) -> None:
-        self._consumer.resume(*self.partitions(lane))
+        # Most batches end with nothing paused: no scan of the whole assignment for them.
+        if lane.country in self._paused:
+            self._paused.discard(lane.country)
+            self._consumer.resume(*self.partitions(lane))
 
     def pause(self, lane: Lane) -> None:
+        self._paused.add(lane.country)
         self._consumer.pause(*self.partitions(lane))
 
     def put_back(self, lane: Lane, records: Sequence[Any]) -> None:
@@ -47,7 +52,7 @@ class Flow:
         for r in records:
             first.setdefault(TopicPartition(r.topic, r.partition), r.offset)
         self.rewind(first)
-        self._consumer.pause(*self.partitions(lane))
+        self.pause(lane)
 
     def rewind(self, first: Mapping[TopicPartition, int]) -> None:
         """Seek each partition still assigned to its offset."""
@@ -78,7 +83,7 @@ class Flow:
             lane.held = batch
         else:
             log.warning("%s: still unavailable (attempt %d): %s", lane.country, batch.attempts, exc)
-        self._consumer.pause(*self.partitions(lane))
+        self.pause(lane)
         batch.next_try = time.monotonic() + self._backoff(batch.attempts)
 
     def release(self, lane: Lane) -> None:
