@@ -58,7 +58,7 @@ from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, corked, kafka_config, poll_or_none
+from notice_bus.topics import TopicNames, kafka_config, poll_or_none
 from notice_bus.writers import Writers
 
 log = logging.getLogger("notice_bus.adapter")
@@ -290,6 +290,9 @@ class Adapter:
     def _start(self, lane: Lane, batch: Batch, *, probe: bool = False) -> None:
         def job() -> None:
             lane.work(batch, self._flush, probe=probe)
+            # Acknowledged here, not when the poll thread collects the job: the notice is in
+            # the local system now, and HQ's clock should not wait for our next step.
+            lane.recorded(batch)
             lane.channel.relay_responses(lane.sink)  # answers ride along when due
 
         self._jobs[lane.country] = batch
@@ -356,15 +359,14 @@ class Adapter:
                 sink.flush()
 
     def _finish(self, written: Sequence[tuple[Lane, Batch]]) -> None:
-        """After the writes: RECORDED acks; the committer commits once the broker has them."""
-        with corked(self._producer):  # one wake-up of the network thread for them all
-            for lane, batch in written:
-                lane.recorded(batch)
+        """After the writes and their acknowledgements (sent by the writer threads): the
+        committer commits once the broker has the acknowledgements."""
+        for lane, batch in written:
 
-                def counted(lane: Lane = lane, batch: Batch = batch) -> None:
-                    self.metrics.finished(lane.country, len(batch.recorded), batch.rejected)
+            def counted(lane: Lane = lane, batch: Batch = batch) -> None:
+                self.metrics.finished(lane.country, len(batch.recorded), batch.rejected)
 
-                self._committer.add(batch.records, batch.said, counted)
+            self._committer.add(batch.records, batch.said, counted)
 
     # --- outages ----------------------------------------------------------------------------
 
