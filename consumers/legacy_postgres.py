@@ -273,6 +273,7 @@ def _warrant_rows(event: NoticeEvent) -> list[dict[str, Any]]:
 
 
 def _nationality_rows(event: NoticeEvent) -> list[dict[str, Any]]:
-    # The legacy key is (wp_ref, country): a nationality listed twice is stored once.
-    countries = dict.fromkeys(_person(event).nationalities)
+    # The legacy key is (wp_ref, country): a nationality listed twice is stored once. The
+    # schema has no "unknown": no row is how it says "no nationality on record", for both.
+    countries = dict.fromkeys(_person(event).nationalities or ())
     return [{"wp_ref": event.notice_id, "country": c} for c in countries]

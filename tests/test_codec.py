@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,20 @@ from notice_bus.codec import (
 )
 from notice_bus.errors import SchemaError
 from notice_bus.model import Ack, AckStatus, NoticeEvent
-from tests.factories import event
+from tests.factories import PERSON, event
 
 V2 = json.loads((Path(__file__).parent / "schemas" / "notice_event_v2.avsc").read_text())
+#: The schema before unknown lists: every list an array, "unknown" sent as [].
+V1 = json.loads((Path(__file__).parent / "schemas" / "notice_event_v1.avsc").read_text())
+#: Unknown eyes, hair, nationalities and images (None); known to have no language (()).
+UNKNOWNS = replace(
+    PERSON,
+    nationalities=None,
+    eyes_colors_id=None,
+    hairs_id=None,
+    languages_spoken_ids=(),
+    images=None,
+)
 
 
 def test_event_round_trip_keeps_every_field() -> None:
@@ -106,3 +118,34 @@ def test_a_projection_reads_only_its_fields_and_is_never_published() -> None:
     }
     with pytest.raises(SchemaError, match="reader-only"):
         reader.encode({"notice_id": "x", "version": 1, "action": "PUBLISH"})
+
+
+def test_unknown_lists_round_trip_apart_from_empty_ones() -> None:
+    codec = AvroCodec(load_schema("notice_event"))
+    original = event(person=UNKNOWNS)
+    back = NoticeEvent.from_avro(codec.decode(codec.encode(original.to_avro())))
+    assert back == original
+    assert back.person is not None
+    assert back.person.eyes_colors_id is None and back.person.languages_spoken_ids == ()
+
+
+def test_a_reader_on_the_schema_before_unknown_lists_reads_them_as_empty() -> None:
+    store = MemorySchemaStore()
+    writer = AvroCodec(load_schema("notice_event"), store)
+    reader = AvroCodec(V1, store)
+    decoded = reader.decode(writer.encode(event(person=UNKNOWNS).to_avro()))
+    assert "unknown_lists" not in decoded["person"]
+    old = NoticeEvent.from_avro(decoded)
+    assert old.person == replace(
+        UNKNOWNS, nationalities=(), eyes_colors_id=(), hairs_id=(), images=()
+    )
+
+
+def test_a_message_of_the_schema_before_unknown_lists_has_every_list_known() -> None:
+    store = MemorySchemaStore()
+    writer = AvroCodec(V1, store)
+    reader = AvroCodec(load_schema("notice_event"), store)
+    original = event(person=replace(PERSON, eyes_colors_id=("BRO",)))
+    decoded = reader.decode(writer.encode(original.to_avro()))
+    assert decoded["person"]["unknown_lists"] == []
+    assert NoticeEvent.from_avro(decoded) == original

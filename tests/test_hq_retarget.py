@@ -157,6 +157,7 @@ def test_a_database_from_before_stored_versions_gets_them_at_the_first_bootstrap
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS hq_version"))
         conn.execute(sa.text("DROP INDEX IF EXISTS ix_hq_outbox_key_topic"))
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version_hq"))  # before migrations
     engine.dispose()
     init_topics(bus.settings, ["NG"])
     with HQ(bus.settings.with_(hq_database_url=hq_url)) as hq:

@@ -312,3 +312,34 @@ def test_end_to_end_into_a_drop_folder(
     assert load(inbox, "2026-1.v1.notice.json")["forename"] == "Алексей"
     withdrawal = load(inbox, "2026-3.v2.withdrawal.json")
     assert (withdrawal["version"], withdrawal["reason"]) == (2, "arrested in Bangkok")
+
+
+@pytest.mark.kafka
+def test_unknown_lists_reach_the_file_as_null_over_kafka(
+    make_bus: Callable[..., Bus], inbox: Path, tmp_path: Path
+) -> None:
+    """HQ's draft with unknown (null) lists, through HQ's database, the wire and the adapter:
+    the file holds null for them, and [] for a list known to be empty."""
+    bus = make_bus(["FR"])
+    adapter = Adapter(bus.settings, {"FR": ledger(inbox, tmp_path)})
+    bus.adapters["FR"] = adapter
+    try:
+        bus.hq.publish(
+            [
+                draft(
+                    "2026/7",
+                    ("FR",),
+                    nationalities=None,
+                    eyes_colors_id=None,
+                    hairs_id=(),
+                    images=None,
+                )
+            ]
+        )
+        bus.pump(recorded(bus, 1))
+    finally:
+        adapter.close()
+        del bus.adapters["FR"]
+    body = load(inbox, "2026-7.v1.notice.json")
+    assert (body["nationalities"], body["eyes_colors_id"], body["images"]) == (None, None, None)
+    assert (body["hairs_id"], body["languages_spoken_ids"]) == ([], [])

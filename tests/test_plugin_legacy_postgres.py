@@ -322,3 +322,17 @@ def test_end_to_end_over_kafka_into_the_legacy_schema(
     assert b["warrants"] == [(1, "RU", "Мошенничество", "Fraud")]
     assert (c["record_state"], c["interpol_revision"]) == ("W", 2)
     assert c["withdrawn_reason"] == "arrested in Lyon"
+
+
+def test_unknown_lists_are_taken_in_and_an_unknown_nationality_has_no_row(
+    system: LegacyPostgres, legacy_db: str
+) -> None:
+    """The legacy schema has no "unknown": no nationality row is how it says "none on record",
+    for unknown as for none; it keeps no eyes, hair or languages at all."""
+    unknown = replace(PERSON, nationalities=None, eyes_colors_id=None, languages_spoken_ids=None)
+    system.write([event("2026/1"), event("2026/2", person=unknown)])
+    system.write([event("2026/1", 2, person=unknown)])  # known, then unknown: no row left
+    rows = snapshot(legacy_db)
+    assert (rows["2026/1"]["nationalities"], rows["2026/1"]["interpol_revision"]) == (set(), 2)
+    assert rows["2026/2"]["nationalities"] == set()
+    assert rows["2026/2"]["surname"] == "Иванов" and rows["2026/2"]["warrants"]

@@ -378,3 +378,35 @@ def test_end_to_end_into_a_flaky_api(make_bus: Callable[..., Bus], tmp_path: Pat
         assert list(versions) == sorted(versions), (n, sent(api, n))
         if "withdrawal" in kinds:
             assert set(kinds[kinds.index("withdrawal") :]) == {"withdrawal"}, (n, sent(api, n))
+
+
+@pytest.mark.kafka
+def test_unknown_lists_reach_the_api_as_null_over_kafka(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    """HQ's draft with unknown (null) lists, through HQ's database, the wire and the adapter:
+    the API gets null for them, and [] for a list known to be empty."""
+    bus = make_bus(["FR"])
+    with NationalApi(token=TOKEN) as api:
+        sink = LedgerSink(
+            RestApi(base_url=api.url, token=TOKEN), ledger_url=f"sqlite:///{tmp_path}/ledger.db"
+        )
+        adapter = Adapter(bus.settings, {"FR": sink})
+        bus.adapters["FR"] = adapter
+        bus._closers.append(adapter.close)
+        bus.hq.publish(
+            [
+                draft(
+                    "2026/7",
+                    ("FR",),
+                    nationalities=None,
+                    eyes_colors_id=None,
+                    hairs_id=(),
+                    images=None,
+                )
+            ]
+        )
+        bus.pump(recorded(bus, "FR", 1), timeout_s=20)
+    body = api.notices["2026/7"]
+    assert (body["nationalities"], body["eyes_colors_id"], body["images"]) == (None, None, None)
+    assert (body["hairs_id"], body["languages_spoken_ids"]) == ([], [])

@@ -51,3 +51,29 @@ def test_bulk_batches_keep_the_highest_version_and_withdrawn_stays_withdrawn(
     assert withdrawn == {(3, "WITHDRAWN", "arrested")}
     first = rows[ids[0]]
     assert first.nationalities == ["RU"] and first.arrest_warrants[0]["issuing_country_id"] == "RU"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("batch", [1, 250])  # an executemany, and COPY on PostgreSQL
+def test_an_unknown_list_is_stored_as_sql_null_and_an_empty_one_as_empty(
+    backend: str, batch: int, tmp_path: Path, new_postgres_db: Callable[[], str]
+) -> None:
+    url = new_postgres_db() if backend == "postgresql" else f"sqlite:///{tmp_path}/null.db"
+    unknown = replace(PERSON, eyes_colors_id=None, nationalities=None, languages_spoken_ids=())
+    sink = SqlSink(url)
+    try:
+        write(sink, [event(f"2026/{n}", person=unknown) for n in range(batch)])
+        with sink.engine.connect() as conn:
+            rows = conn.execute(sa.select(RED_NOTICE)).all()
+            nulls = conn.execute(
+                sa.select(sa.func.count()).where(
+                    RED_NOTICE.c.eyes_colors_id.is_(None), RED_NOTICE.c.nationalities.is_(None)
+                )
+            ).scalar_one()
+    finally:
+        sink.close()
+    assert len(rows) == batch and nulls == batch  # SQL NULL, which IS NULL finds
+    assert {(r.eyes_colors_id, r.nationalities, tuple(r.languages_spoken_ids)) for r in rows} == {
+        (None, None, ())
+    }
+    assert {tuple(r.hairs_id) for r in rows} == {()}  # known to be none, as before

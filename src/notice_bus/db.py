@@ -28,7 +28,9 @@ def redact(url: str) -> str:
 
 
 def make_engine(url: str, tables: Sequence[Any] = (), *, ping: bool = True) -> Engine:
-    """An engine for ``url`` with ``tables`` created when missing.
+    """An engine for ``url`` with ``tables`` created when missing; when they are a role's
+    (HQ's, the tracker's, a country's SQL sink's), migrated to the current schema instead
+    (:func:`notice_bus.migrations.ensure_current`).
 
     SQLite files get their folder created and run in WAL mode, so a reader (``report``) does
     not block the writer (``tracker``). ``ping`` tests a pooled connection before each use
@@ -50,7 +52,13 @@ def make_engine(url: str, tables: Sequence[Any] = (), *, ping: bool = True) -> E
     event.listen(engine, "commit", _stages_kept)
     event.listen(engine, "rollback", _stages_undone)
     if tables:
-        create_tables(engine, SQLModel.metadata, [t for t in tables if isinstance(t, Table)])
+        from notice_bus.migrations import ensure_current, role_of
+
+        role = role_of(tables)
+        if role is not None:
+            ensure_current(engine, role)
+        else:
+            create_tables(engine, SQLModel.metadata, [t for t in tables if isinstance(t, Table)])
     return engine
 
 

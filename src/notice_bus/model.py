@@ -54,25 +54,31 @@ class ArrestWarrant:
 
 @dataclass(frozen=True, slots=True)
 class Person:
-    """The wanted person, in the fields of INTERPOL's public notices API."""
+    """The wanted person, in the fields of INTERPOL's public notices API.
+
+    A list in :data:`NULLABLE_LISTS` is None when unknown (INTERPOL's null) and ``()`` when
+    known to be empty: a person of unknown nationality is not a stateless one.
+    """
 
     name: str
     forename: str | None = None
     date_of_birth: str | None = None
     sex_id: str | None = None
-    nationalities: tuple[str, ...] = ()
+    nationalities: tuple[str, ...] | None = ()
     country_of_birth_id: str | None = None
     place_of_birth: str | None = None
     distinguishing_marks: str | None = None
     height: float | None = None
     weight: float | None = None
-    eyes_colors_id: tuple[str, ...] = ()
-    hairs_id: tuple[str, ...] = ()
-    languages_spoken_ids: tuple[str, ...] = ()
+    eyes_colors_id: tuple[str, ...] | None = ()
+    hairs_id: tuple[str, ...] | None = ()
+    languages_spoken_ids: tuple[str, ...] | None = ()
     arrest_warrants: tuple[ArrestWarrant, ...] = ()
-    images: tuple[str, ...] = ()
+    images: tuple[str, ...] | None = ()
 
     def to_avro(self) -> dict[str, Any]:
+        """The fields as plain values, an unknown list as None: the JSON form (HQ's record,
+        plug-ins' documents). :meth:`NoticeEvent.to_avro` puts unknown lists on the wire."""
         out = {name: getattr(self, name) for name in _PERSON_FIELDS}
         for name, value in out.items():
             if isinstance(value, tuple):
@@ -89,23 +95,41 @@ class Person:
 
     @classmethod
     def from_avro(cls, data: dict[str, Any]) -> Person:
+        """From :meth:`to_avro`'s form, or from the wire's (``unknown_lists``)."""
         values = {k: v for k, v in data.items() if k in _PERSON_FIELDS}
         for name, value in values.items():
             if isinstance(value, list):
                 values[name] = tuple(value)
+        for name in data.get("unknown_lists") or ():
+            if name in NULLABLE_LISTS:  # a name from a newer schema is not ours to know
+                values[name] = None
         values["arrest_warrants"] = tuple(
             ArrestWarrant(
                 issuing_country_id=w["issuing_country_id"],
                 charge=w["charge"],
                 charge_translation=w.get("charge_translation"),
             )
-            for w in data.get("arrest_warrants", ())
+            for w in data.get("arrest_warrants") or ()
         )
         return cls(**values)
 
 
+#: The person's lists that may be unknown (None). On the wire an unknown list is sent empty and
+#: named in ``unknown_lists``: an older reader, which cannot resolve a null against an array,
+#: keeps reading it.
+NULLABLE_LISTS = ("nationalities", "eyes_colors_id", "hairs_id", "languages_spoken_ids", "images")
+
 # Looked up once: dataclasses.fields() per call was a tenth of a bulk load's time.
 _PERSON_FIELDS = tuple(f.name for f in dataclasses.fields(Person))
+
+
+def _person_to_wire(person: Person) -> dict[str, Any]:
+    out = person.to_avro()
+    unknown = [name for name in NULLABLE_LISTS if out[name] is None]
+    for name in unknown:
+        out[name] = []
+    out["unknown_lists"] = unknown
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +159,7 @@ class NoticeEvent:
             "published_at": self.published_at,
             "requesting_country": self.requesting_country,
             "target_countries": list(self.target_countries),
-            "person": self.person.to_avro() if self.person else None,
+            "person": _person_to_wire(self.person) if self.person else None,
             "reason": self.reason,
         }
 

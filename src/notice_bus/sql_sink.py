@@ -195,8 +195,12 @@ def _upserts(stmt: Any) -> tuple[Any, Any]:
 
 
 def _values(row: dict[str, Any]) -> list[Any]:
-    """A row as COPY takes it: values in column order, JSON columns as JSON text."""
-    return [json.dumps(row[n]) if n in _JSON_COLUMNS else row[n] for n in _COLUMNS]
+    """A row as COPY takes it: values in column order, JSON columns as JSON text; an unknown
+    list (None) as SQL NULL, as the upsert stores it."""
+    return [
+        json.dumps(row[n]) if n in _JSON_COLUMNS and row[n] is not None else row[n]
+        for n in _COLUMNS
+    ]
 
 
 def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:

@@ -23,6 +23,12 @@ def _json() -> Any:
     return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
+def _json_list_or_null() -> Any:
+    """A list that may be unknown: SQL NULL, not JSON null, so ``IS NULL`` finds it alike on
+    PostgreSQL and SQLite (and ``[]`` stays a known empty list)."""
+    return Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+
+
 # --- a country's local information system ---------------------------------------------------
 
 
@@ -39,17 +45,17 @@ class RedNotice(SQLModel, table=True):
     forename: str | None = None
     date_of_birth: str | None = Field(default=None, max_length=10)
     sex_id: str | None = Field(default=None, max_length=1)
-    nationalities: list[str] = _json()
+    nationalities: list[str] | None = _json_list_or_null()
     country_of_birth_id: str | None = Field(default=None, max_length=2)
     place_of_birth: str | None = None
     distinguishing_marks: str | None = None
     height: float | None = None
     weight: float | None = None
-    eyes_colors_id: list[str] = _json()
-    hairs_id: list[str] = _json()
-    languages_spoken_ids: list[str] = _json()
+    eyes_colors_id: list[str] | None = _json_list_or_null()
+    hairs_id: list[str] | None = _json_list_or_null()
+    languages_spoken_ids: list[str] | None = _json_list_or_null()
     arrest_warrants: list[dict[str, Any]] = _json()
-    images: list[str] = _json()
+    images: list[str] | None = _json_list_or_null()
     withdrawn_reason: str | None = None
     event_id: str = Field(max_length=36)
     published_at: datetime = _ts(nullable=False)

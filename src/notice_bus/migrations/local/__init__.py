@@ -1,0 +1,1 @@
+"""Alembic revisions of the local role's tables (one linear history per role)."""
