@@ -3,7 +3,10 @@ load the stage differently)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +16,9 @@ import sqlalchemy as sa
 
 from notice_bus.db import as_utc, make_engine
 from notice_bus.reconcile import Row, store
+from notice_bus.report import Status, build_report, to_csv, to_json, to_table
+from notice_bus.report_html import render_html
+from notice_bus.settings import Settings
 from notice_bus.tables import SENT, TRACKER_TABLES
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
@@ -126,3 +132,71 @@ def test_one_batch_holding_versions_their_acks_answers_and_replays(engine: sa.En
 def stored(engine: sa.Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def tracked_run(engine: sa.Engine) -> None:
+    """FR recorded one notice 5 s after it arrived and still owes another; DE answered one."""
+    with engine.begin() as conn:
+        store(
+            conn,
+            notices=[
+                sent("FR", "2026/1", 1, 1),
+                sent("FR", "2026/2", 1, 2),
+                sent("DE", "2026/1", 1, 1),
+            ],
+            acks=[
+                ack("FR", "2026/1", 1, "RECEIVED", 3),
+                ack("FR", "2026/1", 1, "RECORDED", 6),
+                ack("DE", "2026/1", 1, "RECORDED", 4),
+            ],
+            responses=[answer("DE", "2026/1", 20)],
+        )
+
+
+@pytest.fixture
+def pg_engine(new_postgres_db: Callable[[], str]) -> Iterator[sa.Engine]:
+    made = make_engine(new_postgres_db(), TRACKER_TABLES)
+    yield made
+    made.dispose()
+
+
+def test_every_report_format_on_postgresql(pg_engine: sa.Engine) -> None:
+    """The figures are plain floats (PostgreSQL's extract() gives Decimal), so every format
+    renders them; SQLite's are floats anyway (test_cli, test_report_html)."""
+    tracked_run(pg_engine)
+    settings = Settings(lag_threshold_s=60, down_after_s=600)
+    reports = build_report(pg_engine, settings, clock=lambda: at(32))
+    rows = {r["country"]: r for r in json.loads(to_json(reports))}
+    assert (rows["FR"]["max_lag_s"], rows["FR"]["outstanding"]) == (5.0, 1)
+    assert rows["FR"]["outstanding_notices"] == [
+        {"notice_id": "2026/2", "version": 1, "age_s": 30.0}
+    ]
+    assert rows["DE"]["response_p95_s"] == 19.0
+    by_csv = {r["country"]: r for r in csv.DictReader(io.StringIO(to_csv(reports)))}
+    assert (by_csv["FR"]["max_lag_s"], by_csv["FR"]["outstanding_notices"]) == ("5.0", "2026/2v1")
+    table = to_table(reports).splitlines()
+    assert table[0].startswith("COUNTRY")
+    assert {line.split()[0] for line in table[1:]} == {"FR", "DE"}
+    page = render_html(pg_engine, settings, reports, clock=lambda: at(32))
+    assert '<tr data-country="FR"' in page and '<tr data-country="DE"' in page
+
+    fr = next(r for r in reports if r.country == "FR")
+    figures = (fr.p50_lag_s, fr.p95_lag_s, fr.max_lag_s, fr.delivery_p95_s)
+    assert all(type(v) is float for v in figures), figures  # for whoever reads them in Python
+    assert fr.max_lag_s == pytest.approx(5.0, abs=1e-3)
+    assert fr.delivery_p95_s == pytest.approx(2.0, abs=1e-3)
+
+
+def test_a_country_with_a_notice_past_its_record_deadline_is_not_ok(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    tracked_run(engine)
+    # FR's notice 2026/2 has waited 30 s: under the lag threshold, over FR's own deadline.
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[countries.FR]\nrecord_within_s = 20\n")
+    loose = Settings(lag_threshold_s=60, down_after_s=600)
+    strict = loose.with_(policy_file=str(policy))
+    status = {r.country: r.status for r in build_report(engine, loose, clock=lambda: at(32))}
+    assert status == {"FR": Status.OK, "DE": Status.OK}
+    status = {r.country: r.status for r in build_report(engine, strict, clock=lambda: at(32))}
+    assert status == {"FR": Status.LAGGING, "DE": Status.OK}

@@ -92,3 +92,75 @@ def window(*points: tuple[int, int | None, int, float | None], step_s: int = 10)
 )
 def test_classify_from_the_consumer_side(samples: list[Sample], status: Status) -> None:
     assert classify(samples, lag_threshold_s=60, stall_after_s=60) is status
+
+
+@pytest.mark.parametrize(
+    ("kw", "status"),
+    [
+        # Only REJECTED so far (no time of it kept): heard from, so never NEVER_CONNECTED.
+        (
+            {"sent": 3, "outstanding": 1, "p95": None, "oldest": 90, "last_seen": None},
+            Status.LAGGING,
+        ),
+        ({"sent": 3, "outstanding": 1, "p95": None, "oldest": 5, "last_seen": None}, Status.OK),
+    ],
+)
+def test_a_country_that_only_rejected_has_acknowledged(
+    kw: dict[str, float | None], status: Status
+) -> None:
+    assert classify_acks(settings=S, rejected=2, **kw) is status  # type: ignore[arg-type]
+
+
+def test_the_policy_deadline_tightens_the_threshold() -> None:
+    kw = {"sent": 3, "outstanding": 1, "p95": 1.0, "oldest": 30.0, "last_seen": 5.0}
+    assert classify_acks(settings=S, **kw) is Status.OK  # type: ignore[arg-type]
+    assert classify_acks(settings=S, threshold_s=20.0, **kw) is Status.LAGGING  # type: ignore[arg-type]
+
+
+NOBODY = window((10, None, 0, 30.0), (12, None, 0, 40.0))  # a group that never committed
+LEFT = window((10, 10, 0, None), (10, 10, 0, None))  # caught up, then nobody in the group
+CAUGHT_UP = window((10, 10, 1, None), (10, 10, 1, None))  # someone there, nothing to do
+GONE = window((10, 5, 1, 3.0), (20, 5, 0, 13.0))  # committed, then left with work waiting
+STUCK = window((10, 5, 1, 5.0), (12, 5, 1, 35.0), (14, 5, 1, 65.0), step_s=40)
+SLOW = window((100, 10, 1, 20.0), (120, 30, 1, 70.0))
+
+
+@pytest.mark.parametrize(
+    ("by_acks", "samples", "status"),
+    [
+        # No group evidence: the acknowledgements alone.
+        *((s, [], s) for s in Status),
+        # A bureau in another language, a hub or a replay without the group, acknowledging.
+        (Status.OK, NOBODY, Status.OK),
+        (Status.LAGGING, NOBODY, Status.LAGGING),
+        (Status.DOWN, NOBODY, Status.DOWN),
+        # Neither side has ever heard of it.
+        (Status.NEVER_CONNECTED, NOBODY, Status.NEVER_CONNECTED),
+        # Everything acknowledged in time: OK whatever the group (one it left, say).
+        (Status.OK, GONE, Status.OK),
+        (Status.OK, STUCK, Status.OK),
+        (Status.OK, SLOW, Status.OK),
+        # Notices waiting too long are never OK, whatever the group says; someone in the group
+        # means it is not down, however silent its acknowledgements.
+        (Status.LAGGING, CAUGHT_UP, Status.LAGGING),
+        (Status.DOWN, CAUGHT_UP, Status.LAGGING),
+        (Status.NEVER_CONNECTED, CAUGHT_UP, Status.LAGGING),
+        (Status.DOWN, LEFT, Status.DOWN),
+        (Status.LAGGING, LEFT, Status.LAGGING),
+        (Status.NEVER_CONNECTED, LEFT, Status.DOWN),  # the group did commit: it connected
+        # The group refines what is wrong.
+        (Status.DOWN, STUCK, Status.STALLED),
+        (Status.LAGGING, STUCK, Status.STALLED),
+        (Status.LAGGING, GONE, Status.DOWN),
+        (Status.NEVER_CONNECTED, GONE, Status.DOWN),
+        (Status.LAGGING, SLOW, Status.LAGGING),
+        (Status.DOWN, SLOW, Status.LAGGING),
+    ],
+)
+def test_acknowledgements_first_the_group_refines(
+    by_acks: Status, samples: list[Sample], status: Status
+) -> None:
+    from notice_bus.report import country_status
+
+    got = country_status(by_acks, samples, lag_threshold_s=60, stall_after_s=60)
+    assert got is status

@@ -6,6 +6,10 @@ how far its committed offsets are behind the end of the country's topic (offset 
 the oldest notice it has not consumed is (time lag, read from the tracker's own record of when
 each offset arrived: no interpolation, so no NaN on quiet topics and no wild values on
 replays), and whether anyone is in the group. A status comes from a window of such samples.
+
+That status is the group's view only: a bureau need not consume in ``notice-bus.CC`` at all.
+The report (:func:`notice_bus.report.country_status`) lets acknowledgements decide whether a
+country is OK, and uses this view to say what is wrong.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     case,
+    cast,
     func,
     literal,
     select,
@@ -43,9 +45,10 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def seconds(conn: Connection, later: Any, earlier: Any) -> ColumnElement[Any]:
-    """``later - earlier`` in seconds, in the connection's SQL dialect."""
+    """``later - earlier`` in seconds, as a float, in the connection's SQL dialect."""
     if conn.dialect.name == "postgresql":
-        return func.extract("epoch", later - earlier)
+        # extract() is numeric, which the driver hands back as Decimal: no JSON, no float maths.
+        return cast(func.extract("epoch", later - earlier), Float)
     return (func.julianday(later) - func.julianday(earlier)) * 86400.0
 
 

@@ -3,9 +3,9 @@ the consumer group looks from the broker, and a status; worst first.
 
 Lags run between broker timestamps (see :mod:`notice_bus.measures`), so a bureau whose clock is
 wrong cannot distort them; its clock skew is reported instead. The status comes from the
-consumer-side window (:mod:`notice_bus.group_health`) when the tracker has sampled the group,
-raised to LAGGING when acknowledgements come back late; without samples it is judged from
-acknowledgements alone.
+acknowledgements first, the evidence every bureau gives whatever its language or consumer
+group; the consumer-side window (:mod:`notice_bus.group_health`), when the tracker has sampled
+the country's group, only refines what is wrong (:func:`country_status`).
 """
 
 from __future__ import annotations
@@ -17,20 +17,32 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
 
 from notice_bus import measures
-from notice_bus.db import as_utc, translate_errors
+from notice_bus.db import as_utc, make_engine, redact, translate_errors
+from notice_bus.errors import ConfigError
 from notice_bus.group_health import Sample, Status, classify
 from notice_bus.model import utcnow
 from notice_bus.policy import Policy
 from notice_bus.settings import Settings
-from notice_bus.tables import GROUP_SAMPLE
+from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 
-__all__ = ["CountryReport", "Status", "build_report", "to_csv", "to_json", "to_table"]
+__all__ = [
+    "CountryReport",
+    "Status",
+    "build_report",
+    "country_status",
+    "open_tracker_database",
+    "to_csv",
+    "to_json",
+    "to_table",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,17 +78,93 @@ def classify_acks(
     oldest: float | None,
     last_seen: float | None,
     settings: Settings,
+    rejected: int = 0,
+    threshold_s: float | None = None,
 ) -> Status:
-    """Status from acknowledgements alone, for when no consumer-side samples exist."""
-    if sent == 0 or (outstanding == 0 and (p95 or 0) <= settings.lag_threshold_s):
+    """Status from acknowledgements alone: OK unless the p95 apply lag or the oldest
+    outstanding notice is past ``threshold_s`` (default: the ``lag_threshold_s`` setting);
+    then NEVER_CONNECTED if the country never acknowledged anything (``last_seen`` None and
+    nothing ``rejected``), DOWN if it has been silent for ``down_after_s``, else LAGGING. A
+    country never heard of with notices outstanding, however young, is NEVER_CONNECTED."""
+    limit = settings.lag_threshold_s if threshold_s is None else threshold_s
+    if sent == 0 or (outstanding == 0 and (p95 or 0) <= limit):
         return Status.OK  # nothing to do is not a fault
-    if last_seen is None:
+    if last_seen is None and not rejected:
         return Status.NEVER_CONNECTED
-    if outstanding and last_seen > settings.down_after_s:
+    if outstanding and last_seen is not None and last_seen > settings.down_after_s:
         return Status.DOWN
-    if (p95 or 0) > settings.lag_threshold_s or (oldest or 0) > settings.lag_threshold_s:
+    if (p95 or 0) > limit or (oldest or 0) > limit:
         return Status.LAGGING
     return Status.OK
+
+
+def country_status(
+    by_acks: Status, window: Sequence[Sample], *, lag_threshold_s: float, stall_after_s: float
+) -> Status:
+    """A country's status from its acknowledgements' (``by_acks``, :func:`classify_acks`)
+    and its consumer group's ``window`` of samples, oldest first.
+
+    Acknowledgements decide whether anything is wrong: a bureau need not consume in the group
+    ``notice-bus.CC`` (one written in another language, a hub, a replay), and the tracker's
+    samples may be stale or of another broker. So the result is OK exactly when ``by_acks``
+    is; a country that acknowledges is never NEVER_CONNECTED; and one with notices
+    outstanding past the threshold is never OK. The group, when it has samples, says what is
+    wrong:
+
+    - the group DOWN (it committed, nobody is left, work waits) or STALLED (members present,
+      offsets still): that;
+    - the group never committed: ``by_acks`` (NEVER_CONNECTED only if it never
+      acknowledged either);
+    - the group consuming or caught up with members present: LAGGING, since someone is there;
+      nobody present: ``by_acks``, DOWN instead of NEVER_CONNECTED if the group committed.
+    """
+    if by_acks is Status.OK or not window:
+        return by_acks
+    by_group = classify(window, lag_threshold_s=lag_threshold_s, stall_after_s=stall_after_s)
+    if by_group in (Status.DOWN, Status.STALLED):
+        return by_group
+    if by_group is Status.NEVER_CONNECTED:
+        return by_acks
+    if window[-1].members > 0:
+        return Status.LAGGING
+    if by_acks is Status.NEVER_CONNECTED and any(s.committed is not None for s in window):
+        return Status.DOWN
+    return by_acks
+
+
+def open_tracker_database(url: str) -> Engine:
+    """The tracker's database at ``url``, opened to read the report from, and brought to the
+    current schema as the tracker itself would bring it.
+
+    Never made: raises :class:`ConfigError` naming the database when it does not exist, i.e.
+    a SQLite file that is missing (a typo in the URL) or a database without the tracker's
+    tables (an adapter's, an empty one), rather than report "no notices tracked yet" from a
+    database made for the occasion. A server that does not answer is an outage
+    (:class:`~notice_bus.errors.LocalSystemUnavailable`), as everywhere.
+    """
+    where = redact(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"bad database URL {where}: {exc}") from exc
+    file = parsed.database or ""
+    in_memory = file in ("", ":memory:")
+    if parsed.get_backend_name() == "sqlite" and not in_memory and not Path(file).is_file():
+        raise ConfigError(
+            f"no tracker database at {where}: {file} does not exist"
+            " (is the URL right? the tracker makes it when it starts)"
+        )
+    probe = make_engine(url, ping=False)  # no tables named: nothing made
+    try:
+        with translate_errors(url), probe.connect() as conn:
+            found = inspect(conn).has_table(SENT.name)
+    finally:
+        probe.dispose()
+    if not found:
+        raise ConfigError(
+            f"{where} holds no tracker tables ({SENT.name} ...): not the tracker's database"
+        )
+    return make_engine(url, TRACKER_TABLES)
 
 
 def build_report(
@@ -124,6 +212,7 @@ def build_report(
         lag = apply.get(cc, {})
         window = samples.get(cc, [])
         seen_s = (now - seen[cc]).total_seconds() if cc in seen else None
+        deadline = policy.of(cc).record_within_s
         by_acks = classify_acks(
             sent=c["sent"],
             outstanding=len(ages),
@@ -131,17 +220,16 @@ def build_report(
             oldest=oldest,
             last_seen=seen_s,
             settings=settings,
+            rejected=c["rejected"],
+            # A country's own record deadline, when tighter than the lag threshold.
+            threshold_s=min(settings.lag_threshold_s, deadline),
         )
-        status = by_acks
-        if window:
-            status = classify(
-                window,
-                lag_threshold_s=settings.lag_threshold_s,
-                stall_after_s=settings.stall_after_s,
-            )
-            if status is Status.OK and by_acks is Status.LAGGING:
-                status = Status.LAGGING
-        deadline = policy.of(cc).record_within_s
+        status = country_status(
+            by_acks,
+            window,
+            lag_threshold_s=settings.lag_threshold_s,
+            stall_after_s=settings.stall_after_s,
+        )
         reports.append(
             CountryReport(
                 country=cc,
@@ -291,6 +379,8 @@ def _dur(seconds: float | None, *, signed: bool = False) -> str:
         return "-"
     sign = ("+" if seconds >= 0 else "-") if signed else ""
     s = abs(seconds) if signed else seconds
+    if round(s, 1) == 0:  # no "-0.0s" for a lag a clock's skew made negative
+        return "0.0s"
     if s < 60:
         return f"{sign}{s:.1f}s"
     minutes, secs = divmod(int(s), 60)
