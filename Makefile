@@ -26,7 +26,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: $(STAMP)
-	bash scripts/system-deps.sh kafka postgres chromium
+	bash scripts/system-deps.sh kafka postgres chromium promtool
 	$(MAKE) lint
 	$(BIN)/pytest
 

@@ -3,6 +3,8 @@
 #   kafka     Java 17+ and Maven (the local broker runs Kafka's official jars)
 #   postgres  PostgreSQL's server binaries (the tests start a throwaway cluster)
 #   chromium  a headless browser, in which the tests render the HTML report and dashboard
+#   promtool  Prometheus's checker (Debian's prometheus package), with which the tests check
+#             the metrics endpoints and the example alert rules
 # Skipped for Kafka when KAFKA_BOOTSTRAP_SERVERS names a cluster, and for PostgreSQL when
 # NOTICE_BUS_TEST_DATABASE_URL names a server. Uses apt-get when run as root on Debian/Ubuntu;
 # otherwise says what to install.
@@ -26,6 +28,9 @@ for what in "$@"; do
     chromium)
       command -v chromium >/dev/null || need+=(chromium)
       ;;
+    promtool)
+      command -v promtool >/dev/null || need+=(prometheus)
+      ;;
     *) echo "system-deps: unknown component $what" >&2; exit 2 ;;
   esac
 done
@@ -39,6 +44,11 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   # Debian starts a cluster of its own on install; the tests start theirs on free ports.
   if [[ " ${need[*]} " == *" postgresql "* ]] && command -v pg_ctlcluster >/dev/null; then
     service postgresql stop >/dev/null 2>&1 || true
+  fi
+  # Only promtool is wanted: stop the server the package starts (port 9090) and keep it off.
+  if [[ " ${need[*]} " == *" prometheus "* ]]; then
+    service prometheus stop >/dev/null 2>&1 || true
+    update-rc.d prometheus disable >/dev/null 2>&1 || true
   fi
 else
   echo "notice-bus needs: ${need[*]} (install them with your package manager)," >&2

@@ -7,6 +7,7 @@ but itself (a CDN's plotly.js) would show no charts.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -25,13 +26,15 @@ from typing import Any
 
 import pytest
 from plotly.offline import get_plotlyjs
+from sqlalchemy import insert
 
 from notice_bus.dashboard import make_server
 from notice_bus.db import make_engine
 from notice_bus.report import CountryReport, Status, build_report
-from notice_bus.report_html import outstanding_series, render_html
+from notice_bus.report_charts import outstanding_series
+from notice_bus.report_html import render_html
 from notice_bus.settings import Settings
-from notice_bus.tables import TRACKER_TABLES
+from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from tests.conftest import Bus
 from tests.factories import draft
 
@@ -251,7 +254,9 @@ def test_dashboard_serves_the_live_report(make_bus: Callable[..., Bus], tmp_path
         assert {x["country"]: x["recorded"] for x in rows} == {"FR": 4, "TH": 0}
         with urllib.request.urlopen(f"{base}/", timeout=30) as r:
             assert r.headers.get_content_type() == "text/html"
-            assert '<meta http-equiv="refresh" content="300">' in r.read().decode("utf-8")
+            page = r.read().decode("utf-8")
+        # Loaded once, then refreshed from its data (tests/test_dashboard.py): never reloaded.
+        assert 'http-equiv="refresh"' not in page and '"dashboard.json"' in page
         assert_drawn(chromium_dom(f"{base}/", tmp_path))
     finally:
         server.should_exit = True
@@ -282,8 +287,106 @@ def test_outstanding_is_counted_per_bucket() -> None:
 def test_text_from_the_data_is_escaped(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/tracker.db", TRACKER_TABLES)
     report = CountryReport('<i>"X', 1, 0, 0, 1, None, None, None, 5.0, Status.DOWN)
-    page = render_html(engine, Settings(), [report], refresh_s=7).replace(get_plotlyjs(), "")
+    page = render_html(engine, Settings(), [report]).replace(get_plotlyjs(), "")
     assert '<tr data-country="&lt;i&gt;&quot;X" data-status="DOWN">' in page
     assert '<td class="status status-down">DOWN</td>' in page
     assert "<i>" not in page
-    assert '<meta http-equiv="refresh" content="7">' in page
+
+
+# --- issue 13: stale banner, colours, "no data", no -0.0 (without a broker) -------------------
+
+NOW = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+TWELVE = ("AR", "BR", "DE", "ES", "FR", "ID", "IN", "IT", "JP", "NG", "TH", "US")
+
+
+def tracker_db(tmp_path: Path, *, sampled: datetime | None, waiting: tuple[str, ...] = ()) -> Any:
+    """A tracker database with one notice outstanding per country of ``waiting``, and the
+    tracker's last sample at ``sampled``."""
+    engine = make_engine(f"sqlite:///{tmp_path}/tracker.db", TRACKER_TABLES)
+    with engine.begin() as conn:
+        for i, cc in enumerate(waiting):
+            at = NOW - timedelta(minutes=10 - i % 5)
+            row = {"country": cc, "notice_id": "2026/1", "version": 1, "action": "PUBLISH"}
+            conn.execute(insert(SENT), [{**row, "published_at": at, "broker_at": at}])
+        if sampled is not None:
+            sample = {"country": "FR", "at": sampled, "end_offset": 1, "members": 1}
+            conn.execute(insert(GROUP_SAMPLE), [sample])
+    return engine
+
+
+def stale_banner(dom_text: str) -> str | None:
+    """The stale banner's text, None when it is hidden (or absent)."""
+    m = re.search(r'<div id="stale"([^>]*)>([^<]*)</div>', dom_text)
+    assert m, "no stale banner element"
+    return None if "hidden" in m.group(1) else html.unescape(m.group(2))
+
+
+def test_stale_banner_shows_in_chromium_when_the_tracker_stopped_sampling(
+    tmp_path: Path,
+) -> None:
+    engine = tracker_db(tmp_path, sampled=NOW - timedelta(hours=1, minutes=2))
+    report = CountryReport("FR", 1, 1, 0, 0, 0.5, 0.9, 1.0, None, Status.OK)
+    path = tmp_path / "report.html"
+    path.write_text(render_html(engine, Settings(), [report], clock=lambda: NOW), "utf-8")
+    banner = stale_banner(chromium_dom(path.as_uri(), tmp_path))
+    assert banner is not None
+    assert "last sample is 1h02m old (2026-11-23 06:58:00 UTC)" in banner
+    # Sampled within the threshold (default 30 s with 10 s sampling): no banner.
+    then = NOW - timedelta(hours=1, minutes=1, seconds=50)
+    fresh = render_html(engine, Settings(), [report], clock=lambda: then)
+    assert stale_banner(fresh) is None
+    # The threshold is a parameter, and never sampled is stale too.
+    later = render_html(engine, Settings(), [report], clock=lambda: NOW, stale_after_s=7200)
+    assert stale_banner(later) is None
+    (tmp_path / "never").mkdir()
+    never = render_html(tracker_db(tmp_path / "never", sampled=None), Settings(), [report])
+    assert "has not sampled" in (stale_banner(never) or "")
+
+
+def test_twelve_countries_get_twelve_distinct_colours_in_chromium(tmp_path: Path) -> None:
+    engine = tracker_db(tmp_path, sampled=NOW, waiting=TWELVE)
+    reports = [
+        CountryReport(cc, 1, 0, 0, 1, None, None, None, 600.0, Status.NEVER_CONNECTED)
+        for cc in TWELVE
+    ]
+    path = tmp_path / "report.html"
+    path.write_text(render_html(engine, Settings(), reports, clock=lambda: NOW), "utf-8")
+    dom = chromium_dom(path.as_uri(), tmp_path)
+    chart = dom[dom.index('id="chart-outstanding"') : dom.index('id="chart-matrix"')]
+    # Each country's line, and its legend's sample.
+    strokes = re.findall(r'class="js-line"[^>]*?stroke: (rgb\([^)]*\))', chart)
+    assert len(strokes) == 24, strokes
+    rgb = sorted({tuple(int(v) for v in re.findall(r"\d+", s)) for s in strokes})
+    assert len(rgb) == 12, f"colours repeat: {strokes}"  # NG and TH included
+    closest = min(
+        sum((a - b) ** 2 for a, b in zip(p, q, strict=True)) ** 0.5
+        for i, p in enumerate(rgb)
+        for q in rgb[i + 1 :]
+    )
+    assert closest > 40, f"two colours are {closest:.0f} apart: {strokes}"
+
+
+def test_no_minus_zero_and_no_data_is_labelled(tmp_path: Path) -> None:
+    engine = tracker_db(tmp_path, sampled=NOW)
+    reports = [
+        CountryReport("FR", 2, 2, 0, 0, 0.01, 0.04, -0.0, None, Status.OK, clock_skew_s=-0.04),
+        CountryReport("TH", 1, 0, 0, 1, None, None, None, 5.0, Status.NEVER_CONNECTED),
+    ]
+    page = render_html(engine, Settings(), reports, clock=lambda: NOW).replace(get_plotlyjs(), "")
+    assert "-0.0" not in page
+    fr = re.search(r'<tr data-country="FR".*?</tr>', page)
+    assert fr and fr.group(0).count("<td>0.0</td>") == 4  # p50, p95, max, skew
+    notes = [a["text"] for a in plot_layout(page, "chart-lag").get("annotations", [])]
+    assert notes == ["no data"]  # TH, which acknowledged nothing
+    [note] = plot_layout(page, "chart-lag")["annotations"]
+    assert note["x"] == "TH"
+
+
+def plot_layout(page: str, div_id: str) -> dict[str, Any]:
+    """The layout plotly is asked to draw ``div_id`` with."""
+    m = re.search(rf'Plotly\.newPlot\(\s*"{div_id}",\s*', page)
+    assert m, f"no plot for {div_id}"
+    decoder = json.JSONDecoder()
+    _traces, end = decoder.raw_decode(page, m.end())
+    layout, _end = decoder.raw_decode(page, page.index("{", end))
+    return dict(layout)
