@@ -42,3 +42,17 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
     conf.write_text("partitons = 3\n")
     with pytest.raises(ConfigError, match="unknown setting 'partitons'"):
         Settings.load(conf, env={})
+
+
+def test_broker_timeout_from_file_then_environment(tmp_path: Path) -> None:
+    conf = tmp_path / "nb.toml"
+    conf.write_text("broker_timeout_s = 4\n")
+    assert Settings.load(conf, env={}).broker_timeout_s == 4.0
+    env = {"NOTICE_BUS_BROKER_TIMEOUT_S": "2.5"}
+    assert Settings.load(conf, env=env).broker_timeout_s == 2.5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_broker_timeout_must_be_a_positive_number_of_seconds(value: str) -> None:
+    with pytest.raises(ConfigError, match="broker_timeout_s"):
+        Settings.load(env={"NOTICE_BUS_BROKER_TIMEOUT_S": value})

@@ -211,7 +211,7 @@ def test_the_adapter_command_splits_its_countries_and_stops_on_sigterm(
     too_many = subprocess.run(
         [*command, "--processes", "40"], env=env, capture_output=True, text=True, timeout=60
     )
-    assert too_many.returncode == 2
+    assert too_many.returncode == 78  # EX_CONFIG
     assert "without a country" in too_many.stderr
     proc = subprocess.Popen(
         [*command, "--processes", "2"],

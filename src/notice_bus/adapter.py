@@ -58,7 +58,7 @@ from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, kafka_config, poll_or_none
+from notice_bus.topics import TopicNames, connecting, kafka_config, poll_or_none, unreachable
 from notice_bus.writers import Writers
 
 log = logging.getLogger("notice_bus.adapter")
@@ -113,10 +113,11 @@ class Adapter:
         self._retry = retrying(settings)
         self._closed = False
         self._rewind_on_assign = from_beginning
-        config = kafka_config(settings, f"notice-bus-adapter-{label}")
+        client_id = f"notice-bus-adapter-{label}"
+        connecting(settings)
         try:
             self._consumer = KafkaConsumer(
-                **config,
+                **kafka_config(settings, client_id),
                 group_id=group,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
@@ -127,13 +128,16 @@ class Adapter:
                 group_instance_id=instance_id,
                 metadata_max_age_ms=30000,  # notice added partitions within half a minute
             )
-            self._owns_producer = producer is None
-            if producer is None:
-                producer = KafkaProducer(**config, linger_ms=5)
         except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-            ) from exc
+            raise unreachable(settings, exc) from exc
+        self._owns_producer = producer is None
+        if producer is None:
+            try:
+                config = kafka_config(settings, client_id, producer=True)
+                producer = KafkaProducer(**config, linger_ms=5)
+            except KafkaError as exc:
+                self._consumer.close()  # not left running while a service tries again
+                raise unreachable(settings, exc) from exc
         self._producer = producer
         self._committer = Committer(self._consumer, producer)
         self.metrics = metrics or AdapterMetrics()
@@ -172,7 +176,10 @@ class Adapter:
         try:
             known = self._consumer.topics()
         except KafkaError as exc:
-            self.close()
+            # Only the clients: the sinks are the caller's, for the next attempt.
+            if self._owns_producer:
+                self._producer.close(timeout=0)
+            self._consumer.close()
             raise BrokerUnavailable(
                 f"cannot list topics at {settings.bootstrap_servers}: {exc}"
             ) from exc

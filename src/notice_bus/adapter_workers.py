@@ -22,6 +22,7 @@ from notice_bus.local_system import Systems
 from notice_bus.metrics import AdapterMetrics, serve
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
+from notice_bus.topics import keep_trying
 from notice_bus.workers import Workers, split
 
 
@@ -37,21 +38,34 @@ def run_adapter(
     metrics_port: int | None = None,
     metrics_host: str = "127.0.0.1",
 ) -> None:
-    """Serve ``sinks``' countries until ``stop`` is set (what ``notice-bus adapter`` runs)."""
+    """Serve ``sinks``' countries until ``stop`` is set (what ``notice-bus adapter`` runs).
+
+    Without a broker it does not give up: it tries again with backoff, a WARNING each time
+    (see :func:`~notice_bus.topics.keep_trying`), and ``started()`` is called once connected.
+    A missing topic or another configuration error still ends it."""
     metrics = AdapterMetrics()
     if metrics_port is not None:
         serve(metrics.registry, metrics_port, metrics_host)
     # kafka-python's network threads wake at every send; with Python's default 5 ms switch
     # interval, the thread that sends then waits for the GIL behind them (a convoy).
     sys.setswitchinterval(0.0005)
-    adapter = Adapter(
-        settings,
-        sinks,
-        hub=hub,
-        from_beginning=from_beginning,
-        instance_id=instance_id,
-        metrics=metrics,
-    )
+    what = f"adapter {','.join(sinks)}" if len(sinks) <= 5 else f"adapter of {len(sinks)} countries"
+
+    def connect() -> Adapter:
+        return Adapter(
+            settings,
+            sinks,
+            hub=hub,
+            from_beginning=from_beginning,
+            instance_id=instance_id,
+            metrics=metrics,
+        )
+
+    adapter = keep_trying(settings, what, connect, stop)
+    if adapter is None:  # stopped before the broker answered
+        for sink in sinks.values():
+            sink.close()
+        return
     started()
     adapter.run(stop)
 

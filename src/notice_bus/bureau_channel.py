@@ -20,7 +20,7 @@ from notice_bus.model import Answer, Reminder, Response, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
 from notice_bus.validation import check_notice_id
 
 log = logging.getLogger("notice_bus.adapter")
@@ -130,12 +130,12 @@ def respond(
     check_notice_id(notice_id)
     response = Response(country, notice_id, answer, clock(), responder, text)
     codec = AvroCodec(load_schema("response"), KafkaSchemaStore(settings))
+    connecting(settings)
     try:
-        producer = KafkaProducer(**kafka_config(settings, "notice-bus-respond"), acks="all")
+        config = kafka_config(settings, "notice-bus-respond", producer=True)
+        producer = KafkaProducer(**config, acks="all")
     except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from exc
+        raise unreachable(settings, exc) from exc
     try:
         send(
             producer,

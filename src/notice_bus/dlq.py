@@ -35,7 +35,7 @@ from notice_bus.model import utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
 
 #: Headers the adapter adds when it parks a record; the rest are the original's.
 PARKING_HEADERS = frozenset(
@@ -126,6 +126,7 @@ class DeadLetters:
         self.country = country
         self.topic = names.dead_letters(country)
         self.notices_topic = names.notices(country)
+        connecting(settings)
         try:
             self._consumer = KafkaConsumer(
                 **kafka_config(settings, f"notice-bus-dlq-{country}"),
@@ -135,9 +136,7 @@ class DeadLetters:
                 max_poll_records=settings.batch_size,
             )
         except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-            ) from exc
+            raise unreachable(settings, exc) from exc
         try:
             if self.topic not in self._consumer.topics():
                 raise ConfigError(
@@ -257,11 +256,11 @@ def replay(
         _, start, end = letters.bounds()
         if all(start[tp] >= end[tp] for tp in letters.partitions):
             return result
-        config = kafka_config(settings, f"notice-bus-dlq-{country}")
+        config = kafka_config(settings, f"notice-bus-dlq-{country}", producer=True)
         try:
             producer = KafkaProducer(**config, linger_ms=5)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka: {exc}") from exc
+            raise unreachable(settings, exc) from exc
         lane = Lane(
             country,
             sink,

@@ -296,9 +296,8 @@ class Escalator:
         try:
             if self._producer is None:
                 self._producer = KafkaProducer(
-                    **kafka_config(self.settings, "notice-bus-escalation"),
+                    **kafka_config(self.settings, "notice-bus-escalation", producer=True),
                     acks="all",
-                    max_block_ms=15000,
                 )
             if self._codec is None:
                 store = (

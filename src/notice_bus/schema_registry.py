@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 from notice_bus.codec import MemorySchemaStore, Schema, SchemaStore, schema_fingerprint
 from notice_bus.errors import BrokerUnavailable, ConfigError
 from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
 
 log = logging.getLogger("notice_bus.schema_registry")
 
@@ -84,7 +84,7 @@ class KafkaSchemaStore(SchemaStore):
 
     def _send(self, fp: bytes, schema: Schema) -> None:
         producer = KafkaProducer(
-            **kafka_config(self._settings, "notice-bus-schemas"), max_block_ms=15000
+            **kafka_config(self._settings, "notice-bus-schemas", producer=True)
         )
         try:
             producer.send(
@@ -101,13 +101,16 @@ class KafkaSchemaStore(SchemaStore):
     def _refresh(self) -> None:
         """Read what the topic gained since the last read (all of it the first time)."""
         with self._lock:
-            consumer: Any = None
+            connecting(self._settings)
             try:
                 consumer = KafkaConsumer(
                     **kafka_config(self._settings, "notice-bus-schemas"),
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",  # a position deleted since: what is left
                 )
+            except KafkaError as exc:
+                raise unreachable(self._settings, exc) from exc
+            try:
                 partitions = consumer.partitions_for_topic(self._topic) or set()
                 tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
                 if not tps:
@@ -133,8 +136,7 @@ class KafkaSchemaStore(SchemaStore):
                     f" {self._settings.bootstrap_servers}: {exc}"
                 ) from exc
             finally:
-                if consumer is not None:
-                    consumer.close()
+                consumer.close()
 
     def _read(self, consumer: Any, tps: list[TopicPartition], end: dict[Any, int]) -> None:
         deadline = time.monotonic() + _READ_TIMEOUT_S

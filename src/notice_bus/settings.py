@@ -9,6 +9,7 @@ also honours the conventional ``KAFKA_BOOTSTRAP_SERVERS``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +27,10 @@ class Settings:
     """Everything that differs between deployments."""
 
     bootstrap_servers: str = "localhost:9092"
+    #: How long a client waits for a first answer from the cluster, and a producer's send for
+    #: its metadata: a one-shot command (publish, cancel, topics, dlq) fails after this long
+    #: without a broker; the adapter and the tracker try again, with backoff.
+    broker_timeout_s: float = 10.0
     #: Prepended to every topic name; lets several deployments (or tests) share one cluster.
     topic_prefix: str = ""
     partitions: int = 3
@@ -71,6 +76,13 @@ class Settings:
     #: reminded on the country's reminders topic.
     webhook_url: str = ""
     reminder_interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.broker_timeout_s < math.inf:
+            raise ConfigError(
+                f"setting 'broker_timeout_s' must be a positive number of seconds,"
+                f" got {self.broker_timeout_s!r}"
+            )
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""

@@ -17,14 +17,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from notice_bus.errors import BrokerUnavailable, ConfigError
 from notice_bus.settings import Settings
 
+log = logging.getLogger("notice_bus.kafka")
+_T = TypeVar("_T")
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
@@ -82,9 +84,74 @@ def parse_countries(text: str | Iterable[str]) -> list[str]:
     return out
 
 
-def kafka_config(settings: Settings, client_id: str) -> dict[str, Any]:
-    """Options shared by every Kafka client we create."""
-    return {"bootstrap_servers": settings.bootstrap_servers.split(","), "client_id": client_id}
+def kafka_config(settings: Settings, client_id: str, *, producer: bool = False) -> dict[str, Any]:
+    """Options shared by every Kafka client we create; ``producer`` adds a producer's own.
+
+    ``broker_timeout_s`` is mapped onto kafka-python's options here and nowhere else: how long
+    a client waits for a first answer from the cluster (``bootstrap_timeout_ms``, whose 30 s
+    default was the silent wait of every command without a broker), and how long a
+    producer's ``send`` may block for metadata or buffer room (``max_block_ms``). Request
+    time-outs keep kafka-python's defaults: a consumer's group join and a creation of
+    hundreds of topics may take longer than a connection should."""
+    timeout_ms = int(settings.broker_timeout_s * 1000)
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers.split(","),
+        "client_id": client_id,
+        "bootstrap_timeout_ms": timeout_ms,
+    }
+    if producer:
+        config["max_block_ms"] = timeout_ms
+    return config
+
+
+def connecting(settings: Settings) -> None:
+    """Say, at INFO, which cluster this process connects to: once per address, so that a
+    service's many clients and reconnections do not repeat it."""
+    with _ANNOUNCED_LOCK:
+        if settings.bootstrap_servers in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(settings.bootstrap_servers)
+    log.info("connecting to Kafka at %s", settings.bootstrap_servers)
+
+
+_ANNOUNCED: set[str] = set()
+_ANNOUNCED_LOCK = threading.Lock()
+
+
+def unreachable(settings: Settings, exc: KafkaError) -> BrokerUnavailable:
+    """The error for a Kafka client that could not be created: it names the address and,
+    when the cluster did not answer in time, the setting that bounds the wait."""
+    where = settings.bootstrap_servers
+    if isinstance(exc, KafkaTimeoutError):
+        return BrokerUnavailable(
+            f"no Kafka broker answered at {where} within {settings.broker_timeout_s:g} s"
+            " (setting broker_timeout_s, NOTICE_BUS_BROKER_TIMEOUT_S)"
+        )
+    return BrokerUnavailable(f"cannot reach Kafka at {where}: {exc}")
+
+
+def keep_trying(
+    settings: Settings, what: str, connect: Callable[[], _T], stop: threading.Event
+) -> _T | None:
+    """``connect()`` until it returns, or None once ``stop`` is set: what a long-running
+    service does while its broker is away. Each BrokerUnavailable is logged at WARNING with
+    the address and the next wait, which doubles from 1 s to 30 s. ``stop`` is looked at
+    between attempts: one attempt lasts up to ``broker_timeout_s``."""
+    wait = _RETRY_FIRST_S
+    while not stop.is_set():
+        connecting(settings)
+        try:
+            return connect()
+        except BrokerUnavailable as exc:
+            log.warning("%s: %s; trying again in %g s", what, exc, wait)
+        if stop.wait(wait):
+            break
+        wait = min(wait * 2, _RETRY_MAX_S)
+    return None
+
+
+_RETRY_FIRST_S = 1.0
+_RETRY_MAX_S = 30.0
 
 
 def announce_topics(producer: Any, topics: Iterable[str]) -> None:
@@ -151,12 +218,12 @@ def corked(producer: Any) -> Iterator[None]:
 
 
 def admin_client(settings: Settings) -> Any:
+    """A connected admin client; BrokerUnavailable (see :func:`unreachable`) without one."""
+    connecting(settings)
     try:
         return KafkaAdminClient(**kafka_config(settings, "notice-bus-admin"))
     except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-        ) from exc
+        raise unreachable(settings, exc) from exc
 
 
 def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -32,38 +32,36 @@ from notice_bus.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.committer import Committer
 from notice_bus.db import as_utc, dialect_insert, make_engine, transaction
 from notice_bus.errors import (
-    BrokerUnavailable,
     ConfigError,
-    InvalidNotice,
     LocalSystemRejected,
     NoticeBusError,
-    SchemaError,
     TransientError,
 )
 from notice_bus.group_health import GroupProbe, Sample, Waiting
 from notice_bus.groups import group_id, hub_group_id
-from notice_bus.model import AckStatus, Action, Answer, utcnow
+from notice_bus.model import utcnow
 from notice_bus.reconcile import Row, store
 from notice_bus.retry import retrying
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import ACK, GROUP_SAMPLE, QUARANTINE, RESPONSE, SENT, TRACKER_TABLES
-from notice_bus.topics import TopicNames, kafka_config, poll_or_none
-from notice_bus.validation import NOTICE_ID
+from notice_bus.tables import GROUP_SAMPLE, QUARANTINE, SENT, TRACKER_TABLES
+from notice_bus.topics import (
+    TopicNames,
+    connecting,
+    kafka_config,
+    keep_trying,
+    poll_or_none,
+    unreachable,
+)
+from notice_bus.tracker_rows import UNREADABLE, quarantined, rows_of
 from notice_bus.workers import shard_of
 
 log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
 _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
-_INT32 = 2**31 - 1  # versions are Avro ints, and so are their columns
-_ACTIONS = frozenset(a.value for a in Action)
-_ANSWERS = frozenset(a.value for a in Answer)
-_REASON_KEPT = 1000  # characters of a quarantine reason
 Rows = dict[str, list[Row]]
 Parsed = tuple[Any, str, list[Row]]  # a record, its kind, its rows
-# What decoding and checking a record may raise (times out of range: OverflowError).
-_UNREADABLE = (InvalidNotice, SchemaError, KeyError, ValueError, TypeError, OverflowError)
 
 
 class Tracker:
@@ -93,7 +91,50 @@ class Tracker:
         self._names = TopicNames(settings.topic_prefix)
         self._clock = clock
         self.on_sample = on_sample
-        store = schemas if schemas is not None else KafkaSchemaStore(settings)
+        self._schemas = schemas if schemas is not None else KafkaSchemaStore(settings)
+        self._retry = retrying(settings)
+        self._probe = GroupProbe(
+            settings, lambda cc: group_id(settings, cc), hub_group_id(settings, "")
+        )
+        self._next_sample = 0.0
+        self._connected = False  # see connect()
+        prefix = re.escape(settings.topic_prefix)
+        self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
+        self._topics: set[str] = set()  # the ones this worker reads
+        self._countries: set[str] = set()  # every country's, for sampling
+        self._next_look = 0.0
+
+    # Made by connect(), not in __init__: a tracker comes up, database and all, without a
+    # broker, and waits for one.
+    _consumer: KafkaConsumer
+    _committer: Committer
+    _codecs: dict[str, AvroCodec]
+
+    def connect(self, stop: threading.Event | None = None) -> bool:
+        """Connect to the cluster unless connected already. Without ``stop``, one attempt,
+        which raises BrokerUnavailable when no broker answers within ``broker_timeout_s``
+        (:meth:`step` makes it when needed). With ``stop``, attempts with backoff, each failure
+        logged (see :func:`~notice_bus.topics.keep_trying`), until one succeeds (True) or
+        ``stop`` is set (False)."""
+        if self._connected:
+            return True
+        if stop is None:
+            connecting(self.settings)
+            consumer = self._open()
+        else:
+            what = "tracker" if self.shards == 1 else f"tracker {self.shard + 1}-of-{self.shards}"
+            consumer = keep_trying(self.settings, what, self._open, stop)
+            if consumer is None:
+                return False
+        self._consumer = consumer
+        self._committer = Committer(consumer, None)
+        self._connected = True
+        return True
+
+    def _open(self) -> KafkaConsumer:
+        """One attempt: the codecs (registering the schemas the tracker knows) and the
+        consumer."""
+        store = self._schemas
         self._codecs = {
             "notices": AvroCodec(
                 projection(load_schema("notice_event"), _NOTICE_FIELDS), store, reader_only=True
@@ -101,33 +142,23 @@ class Tracker:
             "acks": AvroCodec(load_schema("ack"), store),
             "responses": AvroCodec(load_schema("response"), store),
         }
-        self._retry = retrying(settings)
-        self._probe = GroupProbe(
-            settings, lambda cc: group_id(settings, cc), hub_group_id(settings, "")
-        )
-        self._next_sample = 0.0
         try:
-            self._consumer = KafkaConsumer(
-                **kafka_config(settings, "notice-bus-tracker"),
-                group_id=f"{settings.topic_prefix}notice-bus.tracker",
+            return KafkaConsumer(
+                **kafka_config(self.settings, "notice-bus-tracker"),
+                group_id=f"{self.settings.topic_prefix}notice-bus.tracker",
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_poll_records=5000,
             )
         except KafkaError as exc:
-            raise BrokerUnavailable(
-                f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
-            ) from exc
-        self._committer = Committer(self._consumer, None)
-        prefix = re.escape(settings.topic_prefix)
-        self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
-        self._topics: set[str] = set()  # the ones this worker reads
-        self._countries: set[str] = set()  # every country's, for sampling
-        self._next_look = 0.0
+            raise unreachable(self.settings, exc) from exc
 
     def run(self, stop: threading.Event) -> None:
+        """Track until ``stop`` is set; without a broker, wait for one (see :meth:`connect`)."""
         try:
+            if not self.connect(stop):
+                return
             while not stop.is_set():
                 self.step()
                 if self.shard == 0 and time.monotonic() >= self._next_sample:
@@ -138,6 +169,7 @@ class Tracker:
 
     def step(self) -> int:
         """Read a batch, store it and commit its offsets; returns how many records it had."""
+        self.connect()
         if time.monotonic() >= self._next_look:
             self._next_look = time.monotonic() + _LOOK_EVERY_S
             self._take_new_topics()
@@ -218,11 +250,12 @@ class Tracker:
         return samples
 
     def close(self) -> None:
-        try:
-            self._committer.settle(wait=True)
-        except (NoticeBusError, KafkaError) as exc:
-            log.warning("tracker: last offsets not committed, they will be read again: %s", exc)
-        self._consumer.close()
+        if self._connected:
+            try:
+                self._committer.settle(wait=True)
+            except (NoticeBusError, KafkaError) as exc:
+                log.warning("tracker: last offsets not committed, they will be read again: %s", exc)
+            self._consumer.close()
         self._probe.close()
         self.engine.dispose()
 
@@ -261,7 +294,7 @@ class Tracker:
             try:
                 self._store_now({kind: its}, [])
             except LocalSystemRejected as exc:
-                bad.append(self._quarantined(r, f"refused by the tracker's database: {exc}"))
+                bad.append(quarantined(r, f"refused by the tracker's database: {exc}"))
         try:
             self._store_now({}, bad)
         except LocalSystemRejected as exc:  # logged one by one already; never stop on input
@@ -282,112 +315,12 @@ class Tracker:
             country = self._names.country_of(r.topic)
             try:
                 parsed.append((r, kind, self._rows(kind, country, r)))
-            except _UNREADABLE as exc:
+            except UNREADABLE as exc:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported, and kept, here.
-                bad.append(self._quarantined(r, str(exc)))
+                bad.append(quarantined(r, str(exc)))
         return parsed, bad
 
-    def _quarantined(self, r: Any, reason: str) -> dict[str, Any]:
-        log.error("tracker: quarantined %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
-        try:
-            broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
-        except (TypeError, ValueError, OverflowError, OSError):
-            broker_at = datetime.fromtimestamp(0, UTC)
-        return {
-            "topic": r.topic,
-            "partition": r.partition,
-            "offset": r.offset,
-            "reason": _clean(reason)[:_REASON_KEPT],
-            "broker_at": broker_at,
-            "raw": r.value,
-        }
-
     def _rows(self, kind: str, country: str | None, r: Any) -> list[Row]:
-        """The rows of one record, its fields checked to fit their columns; raises
-        InvalidNotice (or a decoding error) for a record to quarantine."""
-        data = self._codecs[kind].decode(r.value)
-        broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
-        if kind == "notices":  # the projection: what was sent, not the person
-            _notice_id(data["notice_id"])
-            _version(data["version"], low=1)
-            if data["action"] not in _ACTIONS:
-                raise InvalidNotice(f"unknown action {data['action']!r}", field="action")
-            return [
-                (
-                    country, data["notice_id"], data["version"], data["action"],
-                    data["published_at"], broker_at, r.partition, r.offset,
-                )
-            ]  # fmt: skip
-        if kind == "responses":
-            _notice_id(data["notice_id"])
-            if data["answer"] not in _ANSWERS:
-                raise InvalidNotice(f"unknown answer {data['answer']!r}", field="answer")
-            return [
-                (
-                    country, data["notice_id"], data["answer"], _text(data.get("text"), _TEXT),
-                    _text(data["responder"], _RESPONDER), data["at"], broker_at,
-                )
-            ]  # fmt: skip
-        # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
-        # records are told apart by position, so two bad records of a notice count twice.
-        # (Fields straight from the decoded dict: a dataclass per ack costs more than its row.)
-        status = AckStatus(data["status"])
-        position = ""
-        if status is AckStatus.REJECTED:
-            position = f"{data['source_partition']}:{data['source_offset']}"
-            if len(position) > _POSITION:
-                raise InvalidNotice(f"source position {position!r} too long", field="source")
-        adapter_id = _text(data["adapter_id"], _ADAPTER_ID)
-        reason = _text(data.get("reason"), _REASON)
-        times = [(status.value, data["at"], broker_at)]
-        if status is AckStatus.RECORDED and data.get("received_at") is not None:
-            # The RECEIVED this RECORDED stands for, on the broker's timeline: the bureau's
-            # clock may be off, but the interval it measured between the two is not.
-            received = data["received_at"]
-            times.append((AckStatus.RECEIVED.value, received, broker_at - (data["at"] - received)))
-        events = [(data["notice_id"], data["version"])]
-        events += [(e["notice_id"], e["version"]) for e in data.get("also", ())]
-        for notice_id, version in events:
-            # A REJECTED ack of a record without a readable notice id carries "" and 0.
-            _notice_id(notice_id, empty=status is AckStatus.REJECTED)
-            _version(version)
-        return [
-            (country, notice_id, version, state, position, at, seen, adapter_id, reason)
-            for notice_id, version in events
-            for state, at, seen in times
-        ]
-
-
-def _length(column: Any) -> int | None:
-    length: int | None = getattr(column.type, "length", None)
-    return length
-
-
-_TEXT, _RESPONDER = _length(RESPONSE.c.text), _length(RESPONSE.c.responder)
-_ADAPTER_ID, _REASON = _length(ACK.c.adapter_id), _length(ACK.c.reason)
-_POSITION = _length(ACK.c.position) or 32
-
-
-def _notice_id(value: Any, *, empty: bool = False) -> None:
-    if not isinstance(value, str) or not (NOTICE_ID.match(value) or (empty and value == "")):
-        shown = repr(value)[:60]
-        raise InvalidNotice(f"must look like YYYY/NNNNN, got {shown}", field="notice_id")
-
-
-def _version(value: Any, low: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT32:
-        raise InvalidNotice(f"must be an integer {low} to {_INT32}, got {value!r}", field="version")
-
-
-def _text(value: Any, length: int | None) -> Any:
-    """A free-text field made to fit its column: cut to ``length``, without NUL characters
-    (PostgreSQL cannot store them). What it says is for people; a cut does no harm."""
-    if not isinstance(value, str):
-        return value
-    value = _clean(value)
-    return value[:length] if length is not None else value
-
-
-def _clean(text: str) -> str:
-    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+        """The rows of one record; raises one of UNREADABLE for a record to quarantine."""
+        return rows_of(kind, country, self._codecs[kind].decode(r.value), r)

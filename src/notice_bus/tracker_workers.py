@@ -47,6 +47,9 @@ def _track(
     from notice_bus.tracker import Tracker
 
     tracker = Tracker(settings, database_url=database_url, shard=shard, shards=shards)
+    if not tracker.connect(stop):  # stopped while waiting for the broker
+        tracker.close()
+        return
     escalator = Escalator(settings, tracker.engine) if escalate and shard == 0 else None
     tracker.on_sample = escalator
     started()

@@ -107,12 +107,15 @@ class Workers:
         """The workers' process ids, worker 0 first."""
         return [proc.pid for proc in self._procs]
 
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        """Until every worker is connected; raises NoticeBusError if one dies or is late
-        (what went wrong is on the worker's stderr)."""
+    def wait_ready(self, timeout_s: float = 120, stop: threading.Event | None = None) -> bool:
+        """Until every worker is connected (True), or ``stop`` is set (False): workers wait
+        for an absent broker as long as it takes. Raises NoticeBusError if one dies or is
+        late (what went wrong is on the worker's stderr)."""
         deadline = time.monotonic() + timeout_s
         ready = 0
         while ready < len(self._procs):
+            if stop is not None and stop.is_set():
+                return False
             try:
                 self._ready.get(timeout=0.2)
                 ready += 1
@@ -124,6 +127,7 @@ class Workers:
                     raise NoticeBusError(f"{proc.name} exited with {proc.exitcode} on starting")
             if time.monotonic() > deadline:
                 raise NoticeBusError(f"{self.name} workers not ready in {timeout_s:g} s")
+        return True
 
     def supervise(self, stop: threading.Event, every_s: float = 1.0) -> None:
         """Start again any worker that died, until ``stop`` is set; then stop them all."""
