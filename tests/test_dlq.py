@@ -192,9 +192,9 @@ def test_empty_topic_and_unknown_country(
     assert main(["dlq", "replay", "--country", "FR", "--database-url", url]) == 0
     assert "nothing to replay" in capsys.readouterr().out
 
-    assert main(["dlq", "list", "--country", "ZZ"]) == 2
+    assert main(["dlq", "list", "--country", "ZZ"]) == 78  # EX_CONFIG
     assert "dlq.ZZ does not exist" in capsys.readouterr().err
-    assert main(["dlq", "replay", "--country", "ZZ", "--database-url", url]) == 2
+    assert main(["dlq", "replay", "--country", "ZZ", "--database-url", url]) == 78
     assert "dlq.ZZ does not exist" in capsys.readouterr().err
 
 
@@ -210,7 +210,7 @@ def test_replay_while_the_local_system_is_away_commits_nothing(
     with TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
         proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(False)
         proxy.cut()
-        assert main(["dlq", "replay", "--country", "FR", "--database-url", proxied]) == 2
+        assert main(["dlq", "replay", "--country", "FR", "--database-url", proxied]) == 69
         assert "unavailable" in capsys.readouterr().err
         assert [r["state"] for r in listed(capsys)] == ["waiting"]
 

@@ -6,6 +6,7 @@ The public surface is re-exported here; everything else is internal and may chan
 from notice_bus.adapter import Adapter
 from notice_bus.codec import AvroCodec, MemorySchemaStore, SchemaStore
 from notice_bus.errors import (
+    AlreadyCancelled,
     BrokerSetupError,
     BrokerUnavailable,
     ConfigError,
@@ -15,6 +16,7 @@ from notice_bus.errors import (
     LocalSystemRejected,
     LocalSystemUnavailable,
     NoticeBusError,
+    OutputError,
     SchemaError,
     TransientError,
     WriteConflict,
@@ -35,6 +37,7 @@ __all__ = [
     "AckStatus",
     "Action",
     "Adapter",
+    "AlreadyCancelled",
     "ArrestWarrant",
     "AvroCodec",
     "BrokerSetupError",
@@ -50,6 +53,7 @@ __all__ = [
     "MemorySchemaStore",
     "NoticeBusError",
     "NoticeEvent",
+    "OutputError",
     "Person",
     "SchemaError",
     "SchemaStore",

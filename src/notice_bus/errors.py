@@ -58,6 +58,12 @@ class HQStateError(NoticeBusError):
     cancelled one."""
 
 
+class AlreadyCancelled(HQStateError):
+    """The notice to cancel is cancelled already. Not a failure for a caller that only needs
+    it cancelled (a retried ``cancel``): nothing new was written, and what the first cancel
+    left in HQ's outbox has been sent."""
+
+
 class InvalidMessage(NoticeBusError):
     """A Kafka record that cannot be processed, ever: undecodable bytes, an unknown schema,
     invalid fields. It is routed to the dead-letter topic, never retried."""
@@ -102,3 +108,8 @@ class LocalSystemRejected(NoticeBusError):
 
 class BrokerSetupError(NoticeBusError):
     """The local Kafka broker could not be provisioned or started."""
+
+
+class OutputError(NoticeBusError):
+    """A file or folder notice-bus was asked to write (a report, a broker's data) could not be
+    created."""

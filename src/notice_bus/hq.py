@@ -36,13 +36,19 @@ from sqlalchemy import select, update
 
 from notice_bus.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.db import make_engine, transaction, translate_errors
-from notice_bus.errors import BrokerUnavailable, HQStateError, InvalidNotice, NoticeBusError
+from notice_bus.errors import (
+    AlreadyCancelled,
+    BrokerUnavailable,
+    HQStateError,
+    InvalidNotice,
+    NoticeBusError,
+)
 from notice_bus.hq_store import RelayTurn, prepare, write
 from notice_bus.hq_writer import Writer
 from notice_bus.model import NOT_ADDRESSED, NoticeEvent, Person, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
-from notice_bus.tables import HQ_NOTICE, HQ_TABLES, OUTBOX
+from notice_bus.tables import HQ_NOTICE, HQ_TABLES, OUTBOX, WITHDRAWN
 from notice_bus.topics import (
     TopicNames,
     admin_client,
@@ -51,7 +57,7 @@ from notice_bus.topics import (
     kafka_config,
     registered_countries,
 )
-from notice_bus.validation import Draft, check_notice_id, parse_draft
+from notice_bus.validation import Draft, check_draft, check_notice_id
 
 log = logging.getLogger("notice_bus.hq")
 _OUTBOX: Any = OUTBOX
@@ -59,7 +65,12 @@ _NOTICE: Any = HQ_NOTICE
 
 
 def read_drafts(path: str | Path) -> list[Draft]:
-    """Parse a JSON file holding one notice or a list; every error names the file."""
+    """Parse a JSON file holding one notice or a list.
+
+    Raises one :class:`InvalidNotice` for the whole file, whose message lists every problem of
+    every notice, one a line (``file[i]: notice N: field F: reason``); its ``field``,
+    ``notice_id`` and ``source`` are those of the first problem, and its ``reason`` is the
+    first problem's reason followed by the other lines."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -69,19 +80,26 @@ def read_drafts(path: str | Path) -> list[Draft]:
         raise InvalidNotice(f"not valid JSON: {exc}", source=str(path)) from exc
     items = data if isinstance(data, list) else [data]
     drafts = []
-    for i, item in enumerate(items):
-        try:
-            drafts.append(parse_draft(item))
-        except InvalidNotice as exc:
-            where = f"{path}[{i}]" if isinstance(data, list) else str(path)
-            raise exc.located(where) from None
+    problems: list[InvalidNotice] = []
     seen: set[str] = set()
-    for d in drafts:
-        if d.notice_id in seen:
-            raise InvalidNotice(
-                "appears twice in the file", notice_id=d.notice_id, source=str(path)
+    for i, item in enumerate(items):
+        where = f"{path}[{i}]" if isinstance(data, list) else str(path)
+        draft, found = check_draft(item)
+        problems += [p.located(where) for p in found]
+        if draft is None:
+            continue
+        if draft.notice_id in seen:
+            problems.append(
+                InvalidNotice("appears twice in the file", notice_id=draft.notice_id, source=where)
             )
-        seen.add(d.notice_id)
+        seen.add(draft.notice_id)
+        drafts.append(draft)
+    if problems:
+        first, *rest = problems
+        reason = "\n".join([first.reason, *map(str, rest)])
+        raise InvalidNotice(
+            reason, field=first.field, notice_id=first.notice_id, source=first.source
+        )
     return drafts
 
 
@@ -139,7 +157,11 @@ class HQ:
 
     def cancel(self, notice_id: str, reason: str = "", *, relay: bool = True) -> NoticeEvent:
         """Withdraw a notice everywhere it was ever sent, and wherever it is now meant to go.
-        The reason adapters give a notice no longer addressed to them is not accepted."""
+        The reason adapters give a notice no longer addressed to them is not accepted.
+
+        A notice cancelled already raises :class:`AlreadyCancelled` (an :class:`HQStateError`)
+        once the outbox is relayed (if ``relay``), so a cancel retried after a failed relay
+        still gets the first one out."""
         try:
             check_notice_id(notice_id)
         except InvalidNotice as exc:
@@ -151,7 +173,20 @@ class HQ:
                 notice_id=notice_id,
             )
         countries = self._countries()
-        event = write(self.engine, lambda s: self._writer.cancel(s, notice_id, reason, countries))
+        try:
+            event = write(
+                self.engine, lambda s: self._writer.cancel(s, notice_id, reason, countries)
+            )
+        except HQStateError as exc:
+            with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+                status = conn.execute(
+                    select(_NOTICE.c.status).where(_NOTICE.c.notice_id == notice_id)
+                ).scalar()
+            if status != WITHDRAWN:  # unknown to HQ
+                raise
+            if relay:
+                self.relay()
+            raise AlreadyCancelled(str(exc)) from exc  # a cancel is final: no race here
         if not event.target_countries:
             self._broadcasts.add(notice_id)
         if relay:
@@ -275,9 +310,8 @@ class HQ:
                 self._producer = KafkaProducer(
                     enable_idempotence=True,  # a retried send is written once
                     acks="all",
-                    **kafka_config(self.settings, "notice-bus-hq"),
+                    **kafka_config(self.settings, "notice-bus-hq", producer=True),
                     linger_ms=5,
-                    max_block_ms=30000,
                 )
             announce_topics(self._producer, {r.topic for r in rows})
             with corked(self._producer):

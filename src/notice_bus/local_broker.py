@@ -4,6 +4,11 @@ It runs the official jars, resolved from Maven Central by Maven through ``kafka/
 cached in ``~/.cache/notice-bus``, on free ports of 127.0.0.1 with its data in a temporary
 folder. It is what the tests and ``make demo`` use where no cluster is configured and no Docker
 engine runs, and what ``notice-bus broker`` starts for someone trying things by hand.
+
+Given a folder of its own, a broker started again on it is the same broker: it keeps the
+cluster id its storage was formatted with (``data/meta.properties``) and the ports it listened
+on (``server.properties``), so its topics and records are there and clients reconnect to the
+same address. A client port given explicitly replaces the one kept.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from types import TracebackType
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from notice_bus.errors import BrokerSetupError
+from notice_bus.errors import BrokerSetupError, OutputError
 
 KAFKA_VERSION = "4.1.1"
 _POM = Path(__file__).resolve().parents[2] / "kafka" / "pom.xml"
@@ -108,16 +113,60 @@ def free_port() -> int:
         return port
 
 
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now. As Kafka does, it may reuse
+    the address: connections a stopped broker left in TIME_WAIT do not make the port busy."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """The ``key=value`` lines of a Java properties file we wrote (or Kafka did); {} if none."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BrokerSetupError(f"cannot read {path}: {exc.strerror}") from exc
+    pairs = (line.partition("=") for line in lines if not line.lstrip().startswith("#"))
+    return {k.strip(): v.strip() for k, sep, v in pairs if sep}
+
+
+def _kept_ports(workdir: Path) -> dict[str, int]:
+    """The ports of the listeners a previous start wrote, by listener name (PLAINTEXT,
+    CONTROLLER)."""
+    listeners = _properties(workdir / "server.properties").get("listeners", "")
+    found = re.findall(r"(\w+)://[^:,]*:(\d+)", listeners)
+    return {name: int(port) for name, port in found}
+
+
 class LocalBroker:
     """Start with :meth:`start` (or ``with``); :attr:`bootstrap_servers` is its address."""
 
-    def __init__(self, workdir: Path | None = None, *, heap_mb: int = 768) -> None:
+    def __init__(
+        self, workdir: Path | None = None, *, heap_mb: int = 768, port: int | None = None
+    ) -> None:
+        """``workdir``: a folder to keep the data in (and find it again); default a temporary
+        one, removed by :meth:`stop`. ``port``: the client port; default the one kept in
+        ``workdir``, else a free one."""
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-kafka-"))
         self.heap_mb = heap_mb
-        self.port = free_port()
-        self.controller_port = free_port()
-        self.cluster_id = _cluster_id()  # kept, so a restart finds its data formatted alike
+        kept = _kept_ports(self.workdir)
+        self.port = port or kept.get("PLAINTEXT") or free_port()
+        # Clients never see the controller's port: a new one will do if the old one is taken.
+        controller = kept.get("CONTROLLER")
+        if controller is None or controller == self.port or not port_is_free(controller):
+            controller = free_port()
+        self.controller_port = controller
+        meta = _properties(self.workdir / "data" / "meta.properties")
+        # The storage refuses to start under another id than the one it was formatted with.
+        self.cluster_id = meta.get("cluster.id") or _cluster_id()
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -130,6 +179,11 @@ class LocalBroker:
 
     def start(self, timeout_s: float = 90.0) -> str:
         java = require_java()
+        if not port_is_free(self.port):
+            raise BrokerSetupError(
+                f"port {self.port} of 127.0.0.1 is in use (a broker already running on"
+                f" {self.workdir}?); stop it, or give another port"
+            )
         classpath = f"{resolve_jars()}/*"
         config = self._write_config()
         log4j = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
@@ -194,8 +248,11 @@ class LocalBroker:
         self.stop()
 
     def _write_config(self) -> Path:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        (self.workdir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
+        except OSError as exc:
+            raise OutputError(f"cannot create the broker's files in {self.workdir}: {exc}") from exc
         path = self.workdir / "server.properties"
         path.write_text(
             "\n".join(
