@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -88,6 +89,23 @@ def test_broker_comes_back_on_its_data_and_port(tmp_path: Path) -> None:
     # Without --port: the port kept with the data, so clients find it where it was.
     again = start_broker(["--data", str(data)], tmp_path / "2.log", tmp_path)
     try:
+        # The moment it says it is up, as a script would: partitions may have no leader yet,
+        # which is retried and worded, never a raw metadata dump or a failure.
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+            "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
+            "NOTICE_BUS_HQ_DATABASE_URL": settings.hq_database_url,
+        }
+        cancel = subprocess.run(
+            [*CLI, "cancel", "2026/2", "--reason", "withdrawn by the requesting bureau"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert cancel.returncode == 0, cancel.stderr
+        assert "error_code" not in cancel.stderr and "Metadata" not in cancel.stderr
         log = (tmp_path / "2.log").read_text()
         assert f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}" in log and "again" in log
         assert registered_countries(settings) == ["FR", "TH"]

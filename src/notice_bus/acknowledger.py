@@ -12,7 +12,7 @@ from kafka.errors import KafkaError
 from notice_bus.codec import AvroCodec
 from notice_bus.errors import BrokerUnavailable, InvalidMessage
 from notice_bus.model import Ack, AckStatus, NoticeEvent
-from notice_bus.topics import TopicNames
+from notice_bus.topics import TopicNames, explain
 from notice_bus.validation import NOTICE_ID
 
 log = logging.getLogger("notice_bus.adapter")
@@ -108,4 +108,4 @@ class Acknowledger:
                 value=self._codec.encode(ack.to_avro()),
             )
         except KafkaError as exc:  # send() itself fails when the broker is gone for long
-            raise BrokerUnavailable(f"acknowledgement not sent: {exc}") from exc
+            raise BrokerUnavailable(f"acknowledgement not sent: {explain(exc)}") from exc

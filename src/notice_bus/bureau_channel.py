@@ -20,7 +20,7 @@ from notice_bus.model import Answer, Reminder, Response, utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
+from notice_bus.topics import TopicNames, connecting, explain, kafka_config, unreachable
 from notice_bus.validation import check_notice_id
 
 log = logging.getLogger("notice_bus.adapter")
@@ -113,7 +113,7 @@ def send(
         for f in futures:
             f.get(timeout=30)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"answers not confirmed: {exc}") from exc
+        raise BrokerUnavailable(f"answers not confirmed: {explain(exc)}") from exc
 
 
 def respond(

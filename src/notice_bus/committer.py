@@ -21,6 +21,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from notice_bus.errors import BrokerUnavailable
+from notice_bus.topics import explain
 
 log = logging.getLogger("notice_bus.adapter")
 
@@ -61,7 +62,7 @@ class Committer:
             try:
                 self._producer.flush(timeout=30)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
+                raise BrokerUnavailable(f"acknowledgements not confirmed: {explain(exc)}") from exc
         done: list[_Done] = []
         while self._waiting:
             head = self._waiting[0]
@@ -71,7 +72,7 @@ class Committer:
                 for f in head.said:
                     f.get(timeout=30)
             except KafkaError as exc:
-                raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
+                raise BrokerUnavailable(f"acknowledgements not confirmed: {explain(exc)}") from exc
             done.append(self._waiting.popleft())
         if not done:
             if wait and self._unsure:
@@ -137,7 +138,7 @@ class Committer:
             self._unsure = {}
             log.warning("commit refused after a rebalance: %s", exc)
         except KafkaError as exc:
-            raise BrokerUnavailable(f"commit failed: {exc}") from exc
+            raise BrokerUnavailable(f"commit failed: {explain(exc)}") from exc
 
 
 def _log_failure(offsets: Any, result: Any) -> None:

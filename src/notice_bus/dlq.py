@@ -35,7 +35,7 @@ from notice_bus.model import utcnow
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.sink import Sink
-from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
+from notice_bus.topics import TopicNames, connecting, explain, kafka_config, unreachable
 
 #: Headers the adapter adds when it parks a record; the rest are the original's.
 PARKING_HEADERS = frozenset(
@@ -147,7 +147,7 @@ class DeadLetters:
             self.partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         except KafkaError as exc:
             self.close()
-            raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot read {self.topic}: {explain(exc)}") from exc
         except ConfigError:
             self.close()
             raise
@@ -160,7 +160,9 @@ class DeadLetters:
             end = self._consumer.end_offsets(self.partitions)
             committed = {tp: self._consumer.committed(tp) for tp in self.partitions}
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot read the offsets of {self.topic}: {exc}") from exc
+            raise BrokerUnavailable(
+                f"cannot read the offsets of {self.topic}: {explain(exc)}"
+            ) from exc
         resume = {tp: max(first[tp], committed[tp] or 0) for tp in self.partitions}
         return first, resume, end
 
@@ -183,7 +185,7 @@ class DeadLetters:
                 elif todo and time.monotonic() - progress > _STALL_S:
                     raise BrokerUnavailable(f"{self.topic}: no records for {_STALL_S:.0f} s")
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot read {self.topic}: {exc}") from exc
+            raise BrokerUnavailable(f"cannot read {self.topic}: {explain(exc)}") from exc
 
     def parked(self, record: Any, resume: Offsets) -> Parked:
         """``record`` of the topic as a :class:`Parked`, replayed if below ``resume``."""
@@ -208,7 +210,9 @@ class DeadLetters:
         try:
             self._consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot commit the replay of {self.topic}: {exc}") from exc
+            raise BrokerUnavailable(
+                f"cannot commit the replay of {self.topic}: {explain(exc)}"
+            ) from exc
 
     def close(self) -> None:
         self._consumer.close()
@@ -283,7 +287,7 @@ def replay(
                 except LocalSystemUnavailable as exc:
                     raise LocalSystemUnavailable(
                         f"{country}: local system unavailable after {result.replayed} records"
-                        f" replayed; the rest stays parked: {exc}"
+                        f" replayed; the rest stays parked: {explain(exc)}"
                     ) from exc
                 lane.recorded(batch)
                 for meta in _confirmed(producer, batch.said):
@@ -306,7 +310,7 @@ def _confirmed(producer: Any, futures: Sequence[Any]) -> list[Any]:
         producer.flush(timeout=30)
         return [f.get(timeout=30) for f in futures]
     except KafkaError as exc:
-        raise BrokerUnavailable(f"acknowledgements not confirmed: {exc}") from exc
+        raise BrokerUnavailable(f"acknowledgements not confirmed: {explain(exc)}") from exc
 
 
 def _read_back(letters: DeadLetters, offsets: dict[TopicPartition, list[int]]) -> list[Parked]:

@@ -51,7 +51,7 @@ from notice_bus.policy import Policy
 from notice_bus.schema_registry import KafkaSchemaStore
 from notice_bus.settings import Settings
 from notice_bus.tables import INCIDENT, REMINDER_SENT, SENT
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.topics import TopicNames, explain, kafka_config
 
 __all__ = ["EscalationResult", "Escalator", "post_json"]
 
@@ -306,7 +306,7 @@ class Escalator:
                 self._codec = AvroCodec(load_schema("reminder"), store)
         except KafkaError as exc:
             raise BrokerUnavailable(
-                f"escalation: no producer for {self.settings.bootstrap_servers}: {exc}"
+                f"escalation: no producer for {self.settings.bootstrap_servers}: {explain(exc)}"
             ) from exc
         broken: set[str] = set()  # a topic that failed once (missing, say) is not waited on again
         for r in reminders:

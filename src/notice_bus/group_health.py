@@ -28,7 +28,7 @@ from kafka.structs import TopicPartition
 
 from notice_bus.errors import BrokerUnavailable
 from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, admin_client
+from notice_bus.topics import TopicNames, admin_client, explain
 
 log = logging.getLogger("notice_bus.group_health")
 _GROWTH_SAMPLES = 5
@@ -123,7 +123,7 @@ class GroupProbe:
             return self._sample(countries, oldest_waiting, now)
         except KafkaError as exc:
             self.close()  # a fresh client next time
-            raise BrokerUnavailable(f"sampling consumer groups: {exc}") from exc
+            raise BrokerUnavailable(f"sampling consumer groups: {explain(exc)}") from exc
 
     def _hubs(self, admin: Any) -> list[str]:
         if not self._hub_prefix:

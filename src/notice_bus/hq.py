@@ -54,8 +54,10 @@ from notice_bus.topics import (
     admin_client,
     announce_topics,
     corked,
+    explain,
     kafka_config,
     registered_countries,
+    retry_transient,
 )
 from notice_bus.validation import Draft, check_draft, check_notice_id
 
@@ -313,16 +315,23 @@ class HQ:
                     **kafka_config(self.settings, "notice-bus-hq", producer=True),
                     linger_ms=5,
                 )
-            announce_topics(self._producer, {r.topic for r in rows})
-            with corked(self._producer):
-                futures = [
-                    self._producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows
-                ]
-            self._producer.flush(timeout=60)
-            for f in futures:
-                f.get(timeout=60)
+            producer = self._producer
+            # Right after a broker restarts its partitions have no leader for a moment:
+            # retried, not reported. A row sent twice is harmless (same key and version).
+            retry_transient(self.settings, "sending to Kafka", lambda: _send_all(producer, rows))
         except KafkaError as exc:
             raise BrokerUnavailable(
-                f"sending to Kafka at {self.settings.bootstrap_servers} failed ({exc}); the"
-                " notices are kept in HQ's outbox and go out with the next `notice-bus relay`"
+                f"sending to Kafka at {self.settings.bootstrap_servers} failed"
+                f" ({explain(exc)}); the notices are kept in HQ's outbox and go out with the"
+                " next `notice-bus relay`"
             ) from exc
+
+
+def _send_all(producer: Any, rows: Sequence[Any]) -> None:
+    """Send ``rows`` (outbox rows) and wait until the broker has every one."""
+    announce_topics(producer, {r.topic for r in rows})
+    with corked(producer):
+        futures = [producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows]
+    producer.flush(timeout=60)
+    for f in futures:
+        f.get(timeout=60)

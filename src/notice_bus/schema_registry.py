@@ -27,7 +27,14 @@ from kafka.errors import KafkaError
 from notice_bus.codec import MemorySchemaStore, Schema, SchemaStore, schema_fingerprint
 from notice_bus.errors import BrokerUnavailable, ConfigError
 from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, connecting, kafka_config, unreachable
+from notice_bus.topics import (
+    TopicNames,
+    connecting,
+    explain,
+    kafka_config,
+    retry_transient,
+    unreachable,
+)
 
 log = logging.getLogger("notice_bus.schema_registry")
 
@@ -87,13 +94,16 @@ class KafkaSchemaStore(SchemaStore):
             **kafka_config(self._settings, "notice-bus-schemas", producer=True)
         )
         try:
-            producer.send(
-                self._topic, key=fp.hex().encode(), value=json.dumps(schema).encode()
-            ).get(timeout=30)
+            key, value = fp.hex().encode(), json.dumps(schema).encode()
+            retry_transient(
+                self._settings,
+                "registering a schema",
+                lambda: producer.send(self._topic, key=key, value=value).get(timeout=30),
+            )
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"registering schema {schema.get('name')} at {self._settings.bootstrap_servers}:"
-                f" {exc}"
+                f" {explain(exc)}"
             ) from exc
         finally:
             producer.close()
@@ -117,7 +127,11 @@ class KafkaSchemaStore(SchemaStore):
                     return
                 self._topic_exists = True
                 consumer.assign(tps)
-                end = consumer.end_offsets(tps)
+                end = retry_transient(
+                    self._settings,
+                    f"reading schema topic {self._topic}",
+                    lambda: consumer.end_offsets(tps),
+                )
                 for tp in tps:
                     start = self._positions.get(tp.partition, 0)
                     if start > end[tp]:  # the topic was made again: read it from the start
@@ -133,7 +147,7 @@ class KafkaSchemaStore(SchemaStore):
             except KafkaError as exc:
                 raise BrokerUnavailable(
                     f"cannot read schema topic {self._topic} at"
-                    f" {self._settings.bootstrap_servers}: {exc}"
+                    f" {self._settings.bootstrap_servers}: {explain(exc)}"
                 ) from exc
             finally:
                 consumer.close()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient
+from kafka import errors as kerr
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from notice_bus.errors import BrokerUnavailable, ConfigError
@@ -127,7 +128,56 @@ def unreachable(settings: Settings, exc: KafkaError) -> BrokerUnavailable:
             f"no Kafka broker answered at {where} within {settings.broker_timeout_s:g} s"
             " (setting broker_timeout_s, NOTICE_BUS_BROKER_TIMEOUT_S)"
         )
-    return BrokerUnavailable(f"cannot reach Kafka at {where}: {exc}")
+    return BrokerUnavailable(f"cannot reach Kafka at {where}: {explain(exc)}")
+
+
+# What a Kafka error means for the person reading the message, most specific first.
+# kafka-python's own texts can be the repr of whole metadata responses (a partition list
+# with error codes and leader ids), which says nothing to an operator.
+_MEANINGS: tuple[tuple[type[KafkaError], str], ...] = (
+    (kerr.LeaderNotAvailableError, "no leader yet for a partition (the broker is starting)"),
+    (kerr.NotLeaderForPartitionError, "a partition's leader moved (the cluster is electing one)"),
+    (kerr.NotEnoughReplicasError, "not enough in-sync replicas to accept a write yet"),
+    (kerr.NotEnoughReplicasAfterAppendError, "not enough in-sync replicas to accept a write yet"),
+    (kerr.CoordinatorNotAvailableError, "no group coordinator yet (the broker is starting)"),
+    (kerr.NodeNotReadyError, "the broker is not ready yet (it is starting or reconnecting)"),
+    (kerr.KafkaConnectionError, "the connection to the broker failed"),
+    (kerr.UnknownTopicOrPartitionError, "a topic or partition is not known to the broker yet"),
+    (kerr.InvalidMetadataError, "the cluster's metadata is not settled yet (a broker restarted)"),
+    (kerr.KafkaTimeoutError, "the broker did not answer in time"),
+    (kerr.RequestTimedOutError, "the broker did not answer in time"),
+)
+_DETAIL_CHARS = 200
+
+
+def explain(exc: KafkaError) -> str:
+    """``exc`` in words for people: what it means, and kafka-python's name for it (to search
+    for); kafka-python's own text only when we have no words for it, cut short."""
+    name = type(exc).__name__
+    for kind, meaning in _MEANINGS:
+        if isinstance(exc, kind):
+            return f"{meaning} [{name}]"
+    detail = " ".join(str(exc).split()).removeprefix(f"{name}:").strip()  # kafka-python names it
+    if len(detail) > _DETAIL_CHARS:
+        detail = detail[:_DETAIL_CHARS] + "…"
+    return f"{name}: {detail}" if detail else name
+
+
+def retry_transient(settings: Settings, what: str, call: Callable[[], _T]) -> _T:
+    """``call()``, again while it raises a retriable Kafka error (a partition without a leader
+    right after a broker restarts, say) and ``broker_timeout_s`` has not passed; each retry is
+    logged at WARNING in words. The last error, or any other, is raised as it came."""
+    deadline = time.monotonic() + settings.broker_timeout_s
+    wait = 0.25
+    while True:
+        try:
+            return call()
+        except KafkaError as exc:
+            if not exc.retriable or time.monotonic() + wait > deadline:
+                raise
+            log.warning("%s: %s; retrying in %g s", what, explain(exc), wait)
+        time.sleep(wait)
+        wait = min(2.0, wait * 2)
 
 
 def keep_trying(
@@ -266,7 +316,7 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
         }  # parked records wait for a human
     admin = admin_client(settings)
     try:
-        existing = set(admin.list_topics())
+        existing = set(retry_transient(settings, "listing topics", admin.list_topics))
         missing = {t: spec for t, spec in wanted.items() if t not in existing}
         if missing:
             result = admin.create_topics(missing, raise_errors=False, wait_for_metadata=True)
@@ -278,7 +328,7 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
                     )
         return sorted(missing)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"creating topics failed: {exc}") from exc
+        raise BrokerUnavailable(f"creating topics failed: {explain(exc)}") from exc
     finally:
         admin.close()
 
@@ -288,9 +338,9 @@ def registered_countries(settings: Settings, admin: Any = None) -> list[str]:
     names = TopicNames(settings.topic_prefix)
     client = admin if admin is not None else admin_client(settings)
     try:
-        topics = client.list_topics()
+        topics = retry_transient(settings, "listing topics", client.list_topics)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"listing topics failed: {exc}") from exc
+        raise BrokerUnavailable(f"listing topics failed: {explain(exc)}") from exc
     finally:
         if admin is None:
             client.close()
