@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -45,6 +46,7 @@ _TABLE: Any = RED_NOTICE
 # A batch this large goes through COPY into a temporary table, then one upsert from it: the
 # executemany's per-row parameter handling was most of a bulk load's write time.
 _COPY_FROM = 200
+_BAD_LOOK_EVERY_S = 60.0  # how often responses() looks for mistyped answers
 _STAGE = stage_of(RED_NOTICE)
 _COLUMNS = [c.name for c in RED_NOTICE.c]
 _JSON_COLUMNS = {c.name for c in RED_NOTICE.c if isinstance(c.type, JSON)}
@@ -68,8 +70,8 @@ class SqlSink(BufferedSink):
     addresses it.
 
     Officers' answers with an ``answer`` that is not one of :class:`~notice_bus.model.Answer`
-    are left in ``notice_response``, unsent, and logged once each: one mistyped row must not
-    stop the rest.
+    are left in ``notice_response``, unsent, and logged once each (they are looked for once a
+    minute): one mistyped row must not stop the rest.
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -78,6 +80,7 @@ class SqlSink(BufferedSink):
         self.engine = make_engine(database_url, LOCAL_TABLES, ping=False)
         self._clock = clock
         self._told: set[int] = set()  # ids of unreadable answers already logged
+        self._next_bad_look = 0.0
         insert = dialect_insert(self.engine)
         self._upserts = _upserts(insert(_TABLE))
         self._staged: tuple[Any, Any] | None = None
@@ -135,9 +138,14 @@ class SqlSink(BufferedSink):
         known = LOCAL_RESPONSE.c.answer.in_([a.value for a in Answer])
         query = select(LOCAL_RESPONSE).where(pending, known).order_by(LOCAL_RESPONSE.c.id)
         bad = select(LOCAL_RESPONSE.c.id, LOCAL_RESPONSE.c.answer).where(pending, ~known)
+        # Mistyped answers are looked for once a minute, not on every call: they are rare, and
+        # a hub asks each of its countries about ten times a minute.
+        look = time.monotonic() >= self._next_bad_look
         with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
             rows = conn.execute(query.limit(100)).all()
-            unreadable = conn.execute(bad.limit(100)).all()
+            unreadable = conn.execute(bad.limit(100)).all() if look else []
+        if look:
+            self._next_bad_look = time.monotonic() + _BAD_LOOK_EVERY_S
         for r in unreadable:
             if r.id not in self._told:
                 self._told.add(r.id)
