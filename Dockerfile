@@ -3,7 +3,9 @@
 # patch release, the build backend here, the runtime dependencies by requirements.lock.
 # tests/test_image.py replays these steps (no Docker engine there) and loads every plug-in.
 
-# Builds the wheel (notice_bus and consumers, with the entry points of pyproject.toml).
+# Builds the wheels: notice-bus (the notice_bus package, with the built-in sql sink's entry
+# point) and each local-system plug-in, a distribution of its own (consumers/*/pyproject.toml,
+# each with its entry point in the notice_bus.local_systems group).
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /build
 RUN pip install --no-cache-dir --disable-pip-version-check setuptools==84.2.1
@@ -11,7 +13,7 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY consumers ./consumers
 RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation \
-        --wheel-dir /wheels .
+        --wheel-dir /wheels . consumers/legacy_postgres consumers/file_drop consumers/rest_api
 
 FROM python:3.11.14-slim-bookworm
 ENV PYTHONUNBUFFERED=1 \
@@ -22,7 +24,8 @@ WORKDIR /app
 COPY requirements.lock ./
 RUN pip install --no-deps -r requirements.lock
 COPY --from=build /wheels /wheels
-# --no-deps: only the lock's versions; pip check fails the build if the lock misses one.
+# notice-bus and every plug-in. --no-deps: only the lock's versions; pip check fails the build
+# if the lock misses one (or a plug-in's requirement on notice-bus is not met).
 RUN pip install --no-deps /wheels/*.whl && pip check && rm -rf /wheels
 COPY schemas ./schemas
 ENV NOTICE_BUS_SCHEMA_DIR=/app/schemas

@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The local-system plug-ins, each a distribution of its own (consumers/*/pyproject.toml).
+PLUGINS := consumers/legacy_postgres consumers/file_drop consumers/rest_api
 
 .PHONY: help test lint demo bench venv clean
 
@@ -12,10 +14,10 @@ help:
 	@echo "make test   lint, type-check and run the tests on real Kafka and PostgreSQL"
 	@echo "make bench  the benchmarks; figures printed and written to bench/results.json"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]' $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 venv: $(STAMP)

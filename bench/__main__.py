@@ -20,7 +20,7 @@ from bench import ingest, report_bench
 from bench.common import postgres, record, say
 from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
 from bench.report_bench import country_codes
-from notice_bus.local_broker import LocalBroker
+from notice_bus.runtime.local_broker import LocalBroker
 
 NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # at 196 countries, PostgreSQL
 SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # other runs and the baseline

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from notice_bus.settings import Settings
-from notice_bus.topics import admin_client
+from notice_bus.runtime.kafka import admin_client
+from notice_bus.runtime.settings import Settings
 
 RESULTS = Path(__file__).parent / "results.json"
 

@@ -27,19 +27,21 @@ import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import drop_topics, say
-from notice_bus.adapter import Adapter
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.db import make_engine
-from notice_bus.generate import make_drafts
-from notice_bus.hq import HQ
-from notice_bus.model import Ack, AckStatus, Action, NoticeEvent, utcnow
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink, _row
-from notice_bus.tables import LOCAL_TABLES, RED_NOTICE, TRACKER_TABLES
-from notice_bus.topics import TopicNames, announce_topics, init_topics, kafka_config
-from notice_bus.tracker_workers import TrackerWorkers
-from notice_bus.workers import hold_event
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sql import SqlSink, _row
+from notice_bus.bureau.sinks.tables import LOCAL_TABLES, RED_NOTICE
+from notice_bus.hq.generate import make_drafts
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.kafka import announce_topics, kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.runtime.workers import hold_event
+from notice_bus.tracker.tables import TRACKER_TABLES
+from notice_bus.tracker.workers import TrackerWorkers
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import Ack, AckStatus, Action, NoticeEvent, utcnow
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames, init_topics
 
 CORPUS = 58_000
 

@@ -31,13 +31,14 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import drop_topics, say
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.generate import make_drafts
-from notice_bus.hq import HQ
-from notice_bus.model import AckStatus
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, init_topics, kafka_config
+from notice_bus.hq.generate import make_drafts
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import AckStatus
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames, init_topics
 
 
 def quantile(values: Sequence[float], q: float) -> float:

@@ -15,11 +15,11 @@ import psycopg
 import sqlalchemy as sa
 
 from bench.common import postgres, record, say, timed
-from notice_bus.db import make_engine
-from notice_bus.report import build_report
-from notice_bus.settings import Settings
-from notice_bus.tables import TRACKER_TABLES
-from notice_bus.topics import parse_countries
+from notice_bus.reports.report import build_report
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import TRACKER_TABLES
+from notice_bus.wire.topics import parse_countries
 
 COUNTRIES = 196
 NOTICES = 2552
@@ -47,7 +47,7 @@ def fill(url: str) -> int:
             waiting = ci % 50 == 7 and n > NOTICES - 100  # outstanding
             got = at + timedelta(seconds=rng.expovariate(1 / slow))
             done = got + timedelta(seconds=rng.expovariate(1 / slow))
-            # The outcome columns as the tracker keeps them (notice_bus.reconcile).
+            # The outcome columns as the tracker keeps them (notice_bus.tracker.reconcile).
             outcome = (None, None) if waiting else (got, done)
             sent_rows.append(
                 (cc, nid, 1, "PUBLISH", at, at, n % 3, n // 3, *outcome, False, False, at, answered)

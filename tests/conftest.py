@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.adapter import Adapter
-from notice_bus.hq import HQ
-from notice_bus.local_broker import LocalBroker
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.topics import init_topics
-from notice_bus.tracker import Tracker
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.wire.topics import init_topics
 from tests.support.postgres import LocalPostgres
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from notice_bus.model import Action, ArrestWarrant, NoticeEvent, Person
-from notice_bus.validation import Draft
+from notice_bus.wire.model import Action, ArrestWarrant, NoticeEvent, Person
+from notice_bus.wire.validation import Draft
 
 PERSON = Person(
     name="Иванов",

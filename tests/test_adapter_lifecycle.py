@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from consumers.rest_api import RestApi
-from notice_bus.adapter import Adapter
-from notice_bus.local_system import LedgerSink
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import ACK
-from notice_bus.topics import init_topics
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.local_system import LedgerSink
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.topics import init_topics
+from notice_bus_rest_api import RestApi
 from tests.conftest import Bus, command_env
 from tests.factories import draft
 from tests.support.http_server import NationalApi
@@ -90,7 +90,7 @@ def test_plugin_chosen_by_configuration(settings: Settings, tmp_path: Path) -> N
         text=True,
     )
     try:
-        from notice_bus.hq import HQ
+        from notice_bus.hq.publisher import HQ
 
         with HQ(settings) as hq:
             hq.publish([draft("2026/21"), draft("2026/22")])
@@ -205,12 +205,13 @@ def test_local_answers_go_to_hq_and_reminders_reach_the_officers(
 
     from kafka import KafkaProducer
 
-    from notice_bus.codec import AvroCodec, load_schema
-    from notice_bus.model import Overdue, Reminder, utcnow
-    from notice_bus.report import build_report
-    from notice_bus.schema_registry import KafkaSchemaStore
-    from notice_bus.tables import LOCAL_REMINDER, LOCAL_RESPONSE
-    from notice_bus.topics import TopicNames, kafka_config
+    from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE
+    from notice_bus.reports.report import build_report
+    from notice_bus.runtime.kafka import kafka_config
+    from notice_bus.wire.codec import AvroCodec, load_schema
+    from notice_bus.wire.model import Overdue, Reminder, utcnow
+    from notice_bus.wire.schema_registry import KafkaSchemaStore
+    from notice_bus.wire.topics import TopicNames
 
     bus = make_bus(["FR"])
     url = f"sqlite:///{tmp_path}/fr.db"

@@ -14,15 +14,16 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from notice_bus.codec import AvroCodec, load_schema, schema_fingerprint
 from notice_bus.errors import InvalidNotice
-from notice_bus.model import Ack, AckStatus, Answer, Response, utcnow
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.tables import ACK, RESPONSE
-from notice_bus.topics import TopicNames, init_topics, kafka_config
-from notice_bus.tracker import Tracker
-from notice_bus.validation import check_notice_id, parse_draft
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.tracker.tables import ACK, RESPONSE
+from notice_bus.wire.codec import AvroCodec, load_schema, schema_fingerprint
+from notice_bus.wire.model import Ack, AckStatus, Answer, Response, utcnow
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames, init_topics
+from notice_bus.wire.validation import check_notice_id, parse_draft
 from tests.conftest import Bus
 from tests.factories import draft, notice_json
 

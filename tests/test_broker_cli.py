@@ -11,10 +11,10 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
-from notice_bus.hq import HQ
-from notice_bus.local_broker import LocalBroker, free_port
-from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, init_topics, registered_countries
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.local_broker import LocalBroker, free_port
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.topics import TopicNames, init_topics, registered_countries
 from tests.factories import draft
 
 CLI = [sys.executable, "-m", "notice_bus.cli"]

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.cli import main
-from notice_bus.cli_args import parser
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.cli import main, parser
+from notice_bus.cli.exit_codes import EX_CONFIG, EX_DATAERR, EX_USAGE, exit_code
 from notice_bus.errors import (
     AlreadyCancelled,
     BrokerUnavailable,
@@ -25,12 +26,10 @@ from notice_bus.errors import (
     NoticeBusError,
     WriteConflict,
 )
-from notice_bus.exit_codes import EX_CONFIG, EX_DATAERR, EX_USAGE, exit_code
-from notice_bus.hq import HQ
-from notice_bus.local_broker import free_port
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import OUTBOX
+from notice_bus.hq.publisher import HQ
+from notice_bus.hq.tables import OUTBOX
+from notice_bus.runtime.local_broker import free_port
+from notice_bus.runtime.settings import Settings
 from tests.conftest import Bus, command_env
 from tests.factories import draft, notice_json
 from tests.test_validation import INTERPOL_DETAIL
@@ -141,7 +140,7 @@ def test_report_json_has_the_agreed_keys(
 
 
 def _recorded(bus: Bus) -> int:
-    from notice_bus.report import build_report
+    from notice_bus.reports.report import build_report
 
     return sum(r.recorded for r in build_report(bus.tracker.engine, bus.settings))
 
@@ -164,8 +163,8 @@ def test_unreachable_database_is_a_clear_error() -> None:
 def test_exit_codes_tell_the_kind_of_failure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from notice_bus.db import make_engine
-    from notice_bus.tables import TRACKER_TABLES
+    from notice_bus.runtime.db import make_engine
+    from notice_bus.tracker.tables import TRACKER_TABLES
 
     monkeypatch.chdir(tmp_path)
     tracker = f"sqlite:///{tmp_path}/tracker.db"

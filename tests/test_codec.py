@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from notice_bus.codec import (
+from notice_bus.errors import SchemaError
+from notice_bus.wire.codec import (
     MAGIC,
     AvroCodec,
     MemorySchemaStore,
@@ -16,8 +17,7 @@ from notice_bus.codec import (
     projection,
     schema_fingerprint,
 )
-from notice_bus.errors import SchemaError
-from notice_bus.model import Ack, AckStatus, NoticeEvent
+from notice_bus.wire.model import Ack, AckStatus, NoticeEvent
 from tests.factories import PERSON, event
 
 V2 = json.loads((Path(__file__).parent / "schemas" / "notice_event_v2.avsc").read_text())

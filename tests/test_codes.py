@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from notice_bus.errors import InvalidNotice
-from notice_bus.model import ArrestWarrant
-from notice_bus.validation import parse_draft, validate_event
+from notice_bus.wire.model import ArrestWarrant
+from notice_bus.wire.validation import parse_draft, validate_event
 from tests.factories import PERSON, event, notice_json
 
 WARRANT = {"issuing_country_id": "FR", "charge": "Armed robbery"}

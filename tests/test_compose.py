@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from notice_bus.hq import read_drafts
-from notice_bus.settings import Settings
+from notice_bus.hq.publisher import read_drafts
+from notice_bus.runtime.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,11 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 
-from notice_bus.hq import HQ
-from notice_bus.settings import Settings
-from notice_bus.tables import RED_NOTICE
-from notice_bus.topics import init_topics, kafka_config
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.topics import init_topics
 from tests.conftest import command_env
 from tests.factories import draft, notice_json
 from tests.support.tcp_proxy import TcpProxy
@@ -240,9 +241,9 @@ def test_services_started_before_the_broker_connect_once_it_answers(
                 adapter.wait_for(recorded, 30, "recording the notice")
             finally:
                 local.dispose()
-            from notice_bus.db import make_engine
-            from notice_bus.report import build_report
-            from notice_bus.tables import TRACKER_TABLES
+            from notice_bus.reports.report import build_report
+            from notice_bus.runtime.db import make_engine
+            from notice_bus.tracker.tables import TRACKER_TABLES
 
             engine = make_engine(f"sqlite:///{tmp_path}/tracker.db", TRACKER_TABLES)
             try:

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from notice_bus.dashboard import make_server
-from notice_bus.report import build_report
+from notice_bus.reports.dashboard import make_server
+from notice_bus.reports.report import build_report
 from tests.conftest import Bus
 from tests.factories import draft
 from tests.test_report_html import scenario

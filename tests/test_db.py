@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 
-from notice_bus.db import make_engine
-from notice_bus.local_system import LedgerSink, LocalSystem
-from notice_bus.model import NoticeEvent
-from notice_bus.tables import LOCAL_TABLES
+from notice_bus.bureau.sinks.local_system import LedgerSink, LocalSystem
+from notice_bus.bureau.sinks.tables import LOCAL_TABLES
+from notice_bus.runtime.db import make_engine
+from notice_bus.wire.model import NoticeEvent
 
 
 class NullSystem(LocalSystem):

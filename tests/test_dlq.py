@@ -12,13 +12,14 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
+from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.cli import main
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import ACK
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
 from tests.factories import draft, event
 from tests.support.tcp_proxy import TcpProxy

@@ -12,13 +12,16 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.model import Ack, AckStatus, Action, utcnow
-from notice_bus.report import Status, build_report
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.tables import ACK, OUTBOX, RED_NOTICE, SENT
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.hq.tables import OUTBOX
+from notice_bus.reports.report import Status, build_report
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK, SENT
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import Ack, AckStatus, Action, utcnow
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
 from tests.factories import draft, event
 
@@ -253,7 +256,7 @@ def test_targeted_notice_reaches_only_its_countries(make_bus: Callable[..., Bus]
 
 
 def test_schema_evolution_over_kafka_both_ways(settings: Settings) -> None:
-    from notice_bus.topics import init_topics
+    from notice_bus.wire.topics import init_topics
 
     init_topics(settings, [])
     v1 = load_schema("notice_event")

@@ -15,16 +15,17 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.errors import ConfigError, TransientError
-from notice_bus.escalation import EscalationResult, Escalator, post_json
-from notice_bus.local_broker import free_port
-from notice_bus.model import Answer, Overdue, Reminder, Response, utcnow
-from notice_bus.reconcile import store
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.tables import ACK, INCIDENT, REMINDER_SENT, RESPONSE, SENT
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.local_broker import free_port
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.escalation import EscalationResult, Escalator, post_json
+from notice_bus.tracker.reconcile import store
+from notice_bus.tracker.tables import ACK, INCIDENT, REMINDER_SENT, RESPONSE, SENT
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import Answer, Overdue, Reminder, Response, utcnow
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
 from tests.factories import draft
 

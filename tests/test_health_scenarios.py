@@ -16,18 +16,21 @@ import pytest
 import sqlalchemy as sa
 from kafka import TopicPartition
 
-from notice_bus.adapter import Adapter
-from notice_bus.bureau_channel import respond
-from notice_bus.demo import SlowSink
-from notice_bus.groups import group_id
-from notice_bus.hq import HQ
-from notice_bus.metrics import AdapterMetrics, ReportCollector, serve
-from notice_bus.model import Answer, utcnow
-from notice_bus.report import CountryReport, Status, build_report, to_json
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.topics import TopicNames, admin_client, init_topics
-from notice_bus.tracker import Tracker
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.channel import respond
+from notice_bus.bureau.metrics import AdapterMetrics
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.cli.demo import SlowSink
+from notice_bus.hq.publisher import HQ
+from notice_bus.reports.metrics import ReportCollector
+from notice_bus.reports.report import CountryReport, Status, build_report, to_json
+from notice_bus.runtime.kafka import admin_client
+from notice_bus.runtime.prometheus import serve
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.wire.groups import group_id
+from notice_bus.wire.model import Answer, utcnow
+from notice_bus.wire.topics import TopicNames, init_topics
 from tests.factories import draft
 from tests.support.tcp_proxy import TcpProxy
 from tests.test_cli import REPORT_KEYS

@@ -17,9 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from notice_bus.errors import HQStateError
-from notice_bus.hq import HQ
-from notice_bus.model import utcnow
-from notice_bus.tables import HQ_NOTICE
+from notice_bus.hq.publisher import HQ
+from notice_bus.hq.tables import HQ_NOTICE
+from notice_bus.wire.model import utcnow
 from tests.conftest import Bus
 from tests.factories import draft
 from tests.test_hq_retarget import Wire, on_the_wire

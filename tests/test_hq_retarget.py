@@ -15,13 +15,14 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, TopicPartition
 
-from notice_bus.codec import AvroCodec, load_schema
 from notice_bus.errors import InvalidNotice
-from notice_bus.hq import HQ
-from notice_bus.model import NOT_ADDRESSED, Action, NoticeEvent
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.topics import TopicNames, init_topics, kafka_config
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import NOT_ADDRESSED, Action, NoticeEvent
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames, init_topics
 from tests.conftest import Bus
 from tests.factories import draft
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.adapter import Adapter
-from notice_bus.generate import make_drafts
-from notice_bus.sql_sink import SqlSink
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.hq.generate import make_drafts
 from tests.conftest import Bus
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.workload import local_state

@@ -3,8 +3,10 @@
 There is no Docker engine here, so the steps are replayed in a temporary folder: each stage is
 a folder standing for its file system (``/app`` is ``<stage>/app``) and a virtualenv standing for
 its Python; COPY copies from the build context less ``.dockerignore``, RUN runs the command in
-that stage with absolute paths moved into its folder, ENV and WORKDIR apply. Then the wheel the
-steps installed must load every entry point of pyproject.toml and find the schemas.
+that stage with absolute paths moved into its folder, ENV and WORKDIR apply. Then the wheels the
+steps installed (notice-bus, and each local-system plug-in of consumers/*/, a distribution of
+its own) must load every entry point of pyproject.toml and of the plug-ins' pyproject.toml files,
+hold nothing but their own packages (no top-level ``consumers``), and find the schemas.
 
 The packages pip would download while building the image are stood in for by the same versions
 from this project's .venv, linked into each stage's virtualenv (pip then finds them installed),
@@ -43,6 +45,20 @@ PINNED_PYTHON = re.compile(r"^python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{6
 
 def pyproject() -> dict[str, Any]:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def plugin_pyprojects() -> list[dict[str, Any]]:
+    """The pyproject.toml of each local-system plug-in, a distribution of its own."""
+    return [tomllib.loads(p.read_text()) for p in sorted(ROOT.glob("consumers/*/pyproject.toml"))]
+
+
+def declared_entry_points() -> dict[str, set[str]]:
+    """The entry points notice-bus and the plug-ins declare: names by group."""
+    declared: dict[str, set[str]] = {}
+    for project in (pyproject(), *plugin_pyprojects()):
+        for group, eps in project["project"].get("entry-points", {}).items():
+            declared.setdefault(group, set()).update(eps)
+    return declared
 
 
 def runtime_closure() -> dict[str, str]:
@@ -268,16 +284,30 @@ for group in sys.argv[1:]:
             out["loaded"][f"{group}:{ep.name}"] = sys.modules[obj.__module__].__file__
         except Exception as exc:
             out["failed"][f"{group}:{ep.name}"] = f"{type(exc).__name__}: {exc}"
-from notice_bus.codec import load_schema, schema_dir
+from notice_bus.wire.codec import load_schema, schema_dir
 out["schema_dir"] = str(schema_dir())
 out["schemas"] = sorted(p.stem for p in schema_dir().glob("*.avsc") if load_schema(p.stem))
 print(json.dumps(out))
 """
 
 
+def installed_files(stage: Stage, dist: str) -> list[str]:
+    """The files of ``dist`` installed in ``stage``'s Python (its RECORD, by ``pip show -f``),
+    relative to site-packages."""
+    done = subprocess.run(
+        [str(stage.venv / "bin" / "python"), "-m", "pip", "show", "-f", dist],
+        env=stage.process_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    _, _, files = done.stdout.partition("\nFiles:\n")
+    return [line.strip() for line in files.splitlines() if line.strip()]
+
+
 def test_image_build_loads_every_plugin_and_schema(tmp_path: Path) -> None:
     image = replay(tmp_path)
-    groups = pyproject()["project"]["entry-points"]
+    groups = declared_entry_points()
     result = subprocess.run(
         [str(image.venv / "bin" / "python"), "-I", "-c", CHECK, *groups],
         cwd=image.path("."),
@@ -290,10 +320,31 @@ def test_image_build_loads_every_plugin_and_schema(tmp_path: Path) -> None:
     assert found["failed"] == {}
     expected = {f"{g}:{name}" for g, eps in groups.items() for name in eps}
     assert set(found["loaded"]) == expected
+    assert "notice_bus.local_systems:legacy-postgres" in expected  # the plug-ins' are there too
     for name, module_file in found["loaded"].items():  # from the wheel, not this checkout
         assert Path(module_file).is_relative_to(image.venv), (name, module_file)
     assert Path(found["schema_dir"]).is_relative_to(image.root)  # the image's, not ours
     assert found["schemas"] == sorted(p.stem for p in (ROOT / "schemas").glob("*.avsc"))
+    # The notice-bus wheel holds notice_bus only (no top-level consumers/), every module of
+    # src/notice_bus (Alembic's revision folders too) and the migration template.
+    files = installed_files(image, "notice-bus")
+    tops = {Path(f).parts[0] for f in files if not f.startswith("../")}
+    assert not any(Path(f).parts[0] == "consumers" for f in files), files
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"notice_bus"}, tops
+    package = ROOT / "src" / "notice_bus"
+    modules = {f"notice_bus/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    assert modules <= set(files), sorted(modules - set(files))
+    assert "notice_bus/runtime/migrations/script.py.mako" in files
+    # Each plug-in's wheel holds its own package, with py.typed and its package data.
+    for project in plugin_pyprojects():
+        setuptools = project["tool"]["setuptools"]
+        files = installed_files(image, project["project"]["name"])
+        tops = {Path(f).parts[0] for f in files if not f.startswith("../")}
+        tops = {t for t in tops if not t.endswith(".dist-info")}
+        assert tops == set(setuptools["packages"]), (project["project"]["name"], tops)
+        for package_name, data in setuptools["package-data"].items():
+            for name in data:
+                assert f"{package_name}/{name}" in files, (package_name, name)
     # The entry point runs.
     command = image.venv / "bin" / image.entrypoint[0]
     done = subprocess.run(
@@ -320,7 +371,14 @@ def test_base_images_are_pinned() -> None:
 
 def test_build_context_leaves_out_local_state() -> None:
     patterns = dockerignore()
-    for path in (".venv/bin/python", ".notice-bus/hq.db", "notice_bus.egg-info/PKG-INFO"):
+    for path in (
+        ".venv/bin/python",
+        ".notice-bus/hq.db",
+        "notice_bus.egg-info/PKG-INFO",
+        "src/notice_bus.egg-info/PKG-INFO",
+        "consumers/file_drop/notice_bus_file_drop.egg-info/PKG-INFO",
+        "consumers/rest_api/build/lib/notice_bus_rest_api/__init__.py",
+    ):
         assert ignored(path, patterns), path
     assert ignored("src/notice_bus/__pycache__/cli.cpython-311.pyc", patterns)
     for step in instructions():  # and keeps in what the image copies

@@ -15,8 +15,8 @@ from kafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from notice_bus.settings import Settings
-from notice_bus.topics import explain, retry_transient
+from notice_bus.runtime.kafka import explain, retry_transient
+from notice_bus.runtime.settings import Settings
 
 DUMP = "MetadataResponsePartition(error_code=5, partition_index=0, leader_id=-1, replica_nodes=[1])"
 

@@ -16,16 +16,18 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from notice_bus.adapter import Adapter
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.generate import make_drafts
-from notice_bus.model import NOT_ADDRESSED, Action, Overdue, Reminder, utcnow
-from notice_bus.report import build_report
-from notice_bus.schema_registry import KafkaSchemaStore
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import ACK, LOCAL_REMINDER, LOCAL_RESPONSE, RED_NOTICE
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE, RED_NOTICE
+from notice_bus.hq.generate import make_drafts
+from notice_bus.reports.report import build_report
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import NOT_ADDRESSED, Action, Overdue, Reminder, utcnow
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
 from tests.factories import PERSON, draft, event
 from tests.support.tcp_proxy import TcpProxy

@@ -7,21 +7,22 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from consumers.legacy_postgres import LegacyPostgres
-from notice_bus import local_system
+from notice_bus.bureau.sinks import local_system
+from notice_bus.bureau.sinks.local_system import LedgerSink, LocalSystem, Systems
+from notice_bus.bureau.sinks.sink import Sink
 from notice_bus.errors import LocalSystemUnavailable
-from notice_bus.local_system import LedgerSink, LocalSystem, Systems
-from notice_bus.model import NOT_ADDRESSED, Action, NoticeEvent
-from notice_bus.settings import Settings
-from notice_bus.sink import Sink
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.model import NOT_ADDRESSED, Action, NoticeEvent
+from notice_bus_legacy_postgres import LegacyPostgres
 from tests.factories import event
 
-DDL = (Path(__file__).parent.parent / "consumers" / "legacy_postgres_schema.sql").read_text()
+DDL = (resources.files("notice_bus_legacy_postgres") / "schema.sql").read_text()
 RECORDER = "tests.test_ledger:Recorder"
 
 

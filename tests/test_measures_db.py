@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.db import as_utc, make_engine
-from notice_bus.reconcile import Row, store
-from notice_bus.report import Status, build_report, to_csv, to_json, to_table
-from notice_bus.report_html import render_html
-from notice_bus.settings import Settings
-from notice_bus.tables import SENT, TRACKER_TABLES
+from notice_bus.reports.html import render_html
+from notice_bus.reports.report import Status, build_report, to_csv, to_json, to_table
+from notice_bus.runtime.db import as_utc, make_engine
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.reconcile import Row, store
+from notice_bus.tracker.tables import SENT, TRACKER_TABLES
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from notice_bus.metrics import AdapterMetrics, serve, tracker_registry
-from notice_bus.report import build_report
+from notice_bus.bureau.metrics import AdapterMetrics
+from notice_bus.reports.metrics import tracker_registry
+from notice_bus.reports.report import build_report
+from notice_bus.runtime.prometheus import serve
 from tests.conftest import Bus
 from tests.test_report_html import scenario
 

@@ -17,12 +17,14 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from notice_bus import migrations
-from notice_bus.db import make_engine
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.errors import ConfigError
-from notice_bus.migrations import BASELINES, HEADS, ROLES, upgrade_database, version_table
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import HQ_TABLES, RED_NOTICE, TRACKER_TABLES
+from notice_bus.hq.tables import HQ_TABLES
+from notice_bus.runtime import migrations
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.migrations import BASELINES, HEADS, ROLES, upgrade_database, version_table
+from notice_bus.tracker.tables import TRACKER_TABLES
 from tests.factories import PERSON, event
 
 SCHEMAS = Path(__file__).parent / "schemas"
@@ -116,7 +118,7 @@ def test_the_heads_and_baselines_named_in_code_are_those_of_the_revision_files()
     for role in ROLES:
         config = Config()
         config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-        config.set_main_option("version_locations", str(Path(migrations.__file__).parent / role))
+        config.set_main_option("version_locations", str(migrations.versions(role)))
         config.set_main_option("path_separator", "os")
         script = ScriptDirectory.from_config(config)
         assert script.get_heads() == [HEADS[role]], role

@@ -19,11 +19,11 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from notice_bus.local_system import LedgerSink, LocalSystem
-from notice_bus.model import Action, NoticeEvent
-from notice_bus.sink import Sink
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import RED_NOTICE
+from notice_bus.bureau.sinks.local_system import LedgerSink, LocalSystem
+from notice_bus.bureau.sinks.sink import Sink
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.wire.model import Action, NoticeEvent
 from tests.factories import event
 
 

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from consumers.file_drop import FileDrop
-from notice_bus.adapter import Adapter
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.local_system import LedgerSink, load_system
 from notice_bus.errors import ConfigError, LocalSystemUnavailable
-from notice_bus.local_system import LedgerSink, load_system
-from notice_bus.model import Action
-from notice_bus.tables import ACK
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.model import Action
+from notice_bus_file_drop import FileDrop
 from tests.conftest import Bus
 from tests.factories import PERSON, draft, event
 

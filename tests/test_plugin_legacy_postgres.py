@@ -5,23 +5,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from consumers.legacy_postgres import LegacyPostgres
-from notice_bus.adapter import Adapter
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.local_system import LedgerSink, load_system
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
-from notice_bus.local_system import LedgerSink, load_system
-from notice_bus.model import NOT_ADDRESSED, Action, ArrestWarrant, NoticeEvent
-from notice_bus.tables import ACK
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.model import NOT_ADDRESSED, Action, ArrestWarrant, NoticeEvent
+from notice_bus_legacy_postgres import LegacyPostgres
 from tests.conftest import Bus
 from tests.factories import PERSON, draft, event
 
 pytestmark = pytest.mark.postgres
-DDL = (Path(__file__).parent.parent / "consumers" / "legacy_postgres_schema.sql").read_text()
+DDL = (resources.files("notice_bus_legacy_postgres") / "schema.sql").read_text()
 UNREACHABLE = "postgresql://x@127.0.0.1:1/x"
 
 THAI = replace(

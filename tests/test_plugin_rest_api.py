@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from consumers.rest_api import RestApi
-from notice_bus.adapter import Adapter
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.local_system import LedgerSink, load_system
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
-from notice_bus.local_system import LedgerSink, load_system
-from notice_bus.model import Action
-from notice_bus.tables import ACK
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.model import Action
+from notice_bus_rest_api import RestApi
 from tests.conftest import Bus
 from tests.factories import PERSON, draft, event
 from tests.support.http_server import NationalApi

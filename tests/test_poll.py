@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaConnectionError
 
-from notice_bus.topics import poll_or_none
+from notice_bus.runtime.kafka import poll_or_none
 
 
 class Consumer:

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.hq import HQ
-from notice_bus.settings import Settings
-from notice_bus.tables import RED_NOTICE
-from notice_bus.topics import init_topics
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.settings import Settings
+from notice_bus.wire.topics import init_topics
 from tests.conftest import command_env
 from tests.factories import draft
 
@@ -49,9 +49,9 @@ def wait_for(check: object, timeout_s: float = 60) -> None:
 
 
 def test_adapter_and_tracker_processes(settings: Settings, tmp_path: Path) -> None:
-    from notice_bus.db import make_engine
-    from notice_bus.report import build_report
-    from notice_bus.tables import TRACKER_TABLES
+    from notice_bus.reports.report import build_report
+    from notice_bus.runtime.db import make_engine
+    from notice_bus.tracker.tables import TRACKER_TABLES
 
     init_topics(settings, ["FR"])
     country_db = f"sqlite:///{tmp_path}/fr.db"

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from consumers.rest_api import RestApi
+from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.errors import LocalSystemRejected, LocalSystemUnavailable
-from notice_bus.sql_sink import SqlSink
+from notice_bus_rest_api import RestApi
 from tests.factories import PERSON, event
 from tests.support.http_server import NationalApi
 

@@ -28,13 +28,13 @@ import pytest
 from plotly.offline import get_plotlyjs
 from sqlalchemy import insert
 
-from notice_bus.dashboard import make_server
-from notice_bus.db import make_engine
-from notice_bus.report import CountryReport, Status, build_report
-from notice_bus.report_charts import outstanding_series
-from notice_bus.report_html import render_html
-from notice_bus.settings import Settings
-from notice_bus.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
+from notice_bus.reports.charts import outstanding_series
+from notice_bus.reports.dashboard import make_server
+from notice_bus.reports.html import render_html
+from notice_bus.reports.report import CountryReport, Status, build_report
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from tests.conftest import Bus
 from tests.factories import draft
 

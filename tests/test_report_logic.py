@@ -6,10 +6,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notice_bus.group_health import Sample, Status, classify
-from notice_bus.measures import percentile
-from notice_bus.report import classify_acks
-from notice_bus.settings import Settings
+from notice_bus.reports.report import classify_acks
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.group_health import Sample, Status, classify
+from notice_bus.tracker.measures import percentile
 
 S = Settings(lag_threshold_s=60, down_after_s=120)
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -160,7 +160,7 @@ SLOW = window((100, 10, 1, 20.0), (120, 30, 1, 70.0))
 def test_acknowledgements_first_the_group_refines(
     by_acks: Status, samples: list[Sample], status: Status
 ) -> None:
-    from notice_bus.report import country_status
+    from notice_bus.reports.report import country_status
 
     got = country_status(by_acks, samples, lag_threshold_s=60, stall_after_s=60)
     assert got is status

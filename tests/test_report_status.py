@@ -15,15 +15,16 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from notice_bus.codec import AvroCodec, load_schema
-from notice_bus.db import make_engine
 from notice_bus.errors import ConfigError
-from notice_bus.group_health import Sample
-from notice_bus.model import Ack, AckStatus, utcnow
-from notice_bus.report import CountryReport, Status, build_report
-from notice_bus.settings import Settings
-from notice_bus.tables import SENT, TRACKER_TABLES
-from notice_bus.topics import TopicNames, kafka_config
+from notice_bus.reports.report import CountryReport, Status, build_report
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.kafka import kafka_config
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.group_health import Sample
+from notice_bus.tracker.tables import SENT, TRACKER_TABLES
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.model import Ack, AckStatus, utcnow
+from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
 from tests.factories import draft
 
@@ -128,7 +129,7 @@ def test_a_tracker_database_kept_from_another_broker(
 
 
 def test_a_missing_sqlite_database_is_refused_and_not_created(tmp_path: Path) -> None:
-    from notice_bus.report import open_tracker_database
+    from notice_bus.reports.report import open_tracker_database
 
     path = tmp_path / "typo.db"
     with pytest.raises(ConfigError, match=r"typo\.db"):
@@ -142,7 +143,7 @@ def test_a_missing_sqlite_database_is_refused_and_not_created(tmp_path: Path) ->
 def test_a_database_without_the_tracker_tables_is_refused(
     tmp_path: Path, new_postgres_db: Callable[[], str]
 ) -> None:
-    from notice_bus.report import open_tracker_database
+    from notice_bus.reports.report import open_tracker_database
 
     other = tmp_path / "fr.db"  # an adapter's database, say
     sqlite3.connect(other).execute("CREATE TABLE red_notice (id INTEGER)").connection.close()
@@ -160,7 +161,7 @@ def test_a_database_without_the_tracker_tables_is_refused(
 def test_a_tracker_database_opens_for_the_report(
     tmp_path: Path, new_postgres_db: Callable[[], str]
 ) -> None:
-    from notice_bus.report import open_tracker_database
+    from notice_bus.reports.report import open_tracker_database
 
     for url in (f"sqlite:///{tmp_path}/tracker.db", new_postgres_db()):
         make_engine(url, TRACKER_TABLES).dispose()  # as the tracker makes it

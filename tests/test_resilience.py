@@ -22,16 +22,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.adapter import Adapter
-from notice_bus.db import make_engine
-from notice_bus.hq import HQ
-from notice_bus.local_broker import LocalBroker
-from notice_bus.report import build_report
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import ACK, TRACKER_TABLES
-from notice_bus.topics import init_topics
-from notice_bus.tracker import Tracker
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.hq.publisher import HQ
+from notice_bus.reports.report import build_report
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.tracker.tables import ACK, TRACKER_TABLES
+from notice_bus.wire.topics import init_topics
 from tests.conftest import command_env
 from tests.support.tcp_proxy import TcpProxy
 from tests.support.workload import (
@@ -168,9 +168,9 @@ def test_hq_killed_between_commit_and_send(
     init_topics(settings, ["FR"])
     script = (
         "import os, signal\n"
-        "from notice_bus.hq import HQ\n"
-        "from notice_bus.settings import Settings\n"
-        "from notice_bus.generate import make_drafts\n"
+        "from notice_bus.hq.publisher import HQ\n"
+        "from notice_bus.runtime.settings import Settings\n"
+        "from notice_bus.hq.generate import make_drafts\n"
         f"hq = HQ(Settings(bootstrap_servers={settings.bootstrap_servers!r},"
         f" topic_prefix={settings.topic_prefix!r}, hq_database_url={settings.hq_database_url!r}))\n"
         "hq.publish(make_drafts(5), relay=False)\n"

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from notice_bus.errors import ConfigError
-from notice_bus.settings import Settings
+from notice_bus.runtime.settings import Settings
 
 
 def test_defaults_then_file_then_environment_then_overrides(tmp_path: Path) -> None:

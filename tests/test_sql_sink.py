@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.model import Action, NoticeEvent
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import RED_NOTICE
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.wire.model import Action, NoticeEvent
 from tests.factories import PERSON, event
 
 

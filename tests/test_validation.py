@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from notice_bus.errors import InvalidNotice
-from notice_bus.hq import read_drafts
-from notice_bus.validation import parse_draft, validate_event
+from notice_bus.hq.publisher import read_drafts
+from notice_bus.wire.validation import parse_draft, validate_event
 from tests.factories import PERSON, event, notice_json
 
 # The detail shape of INTERPOL's public notices API, trimmed.

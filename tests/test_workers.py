@@ -16,19 +16,19 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from notice_bus.adapter import Adapter
-from notice_bus.adapter_workers import AdapterWorkers
-from notice_bus.db import make_engine
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.local_system import Systems
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.workers import AdapterWorkers
 from notice_bus.errors import ConfigError
-from notice_bus.hq import HQ
-from notice_bus.local_system import Systems
-from notice_bus.settings import Settings
-from notice_bus.sql_sink import SqlSink
-from notice_bus.tables import TRACKER_TABLES
-from notice_bus.topics import init_topics
-from notice_bus.tracker import Tracker
-from notice_bus.tracker_workers import TrackerWorkers
-from notice_bus.workers import Workers, backoff_s, shard_of, split
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.settings import Settings
+from notice_bus.runtime.workers import Workers, backoff_s, shard_of, split
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.tracker.tables import TRACKER_TABLES
+from notice_bus.tracker.workers import TrackerWorkers
+from notice_bus.wire.topics import init_topics
 from tests.conftest import command_env, run_in_thread
 from tests.factories import draft
 

@@ -3,8 +3,9 @@
 The public surface is re-exported here; everything else is internal and may change.
 """
 
-from notice_bus.adapter import Adapter
-from notice_bus.codec import AvroCodec, MemorySchemaStore, SchemaStore
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sink import Sink
+from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.errors import (
     AlreadyCancelled,
     BrokerSetupError,
@@ -21,15 +22,14 @@ from notice_bus.errors import (
     TransientError,
     WriteConflict,
 )
-from notice_bus.hq import HQ, read_drafts
-from notice_bus.model import Ack, AckStatus, Action, ArrestWarrant, NoticeEvent, Person
-from notice_bus.report import CountryReport, Status, build_report
-from notice_bus.settings import Settings
-from notice_bus.sink import Sink
-from notice_bus.sql_sink import SqlSink
-from notice_bus.topics import init_topics, registered_countries
-from notice_bus.tracker import Tracker
-from notice_bus.validation import Draft, parse_draft
+from notice_bus.hq.publisher import HQ, read_drafts
+from notice_bus.reports.report import CountryReport, Status, build_report
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.wire.codec import AvroCodec, MemorySchemaStore, SchemaStore
+from notice_bus.wire.model import Ack, AckStatus, Action, ArrestWarrant, NoticeEvent, Person
+from notice_bus.wire.topics import init_topics, registered_countries
+from notice_bus.wire.validation import Draft, parse_draft
 
 __all__ = [
     "HQ",

@@ -1,4 +1,4 @@
-"""A real HTTP server playing a national bureau's REST API, for the tests of ``consumers.rest_api``.
+"""A real HTTP server playing a bureau's REST API, for the tests of ``notice_bus_rest_api``.
 
 It speaks the contract of that module's docstring, keeps what it receives in memory, and can be
 told to misbehave: fail the next requests, fail at random (seeded), answer slowly, or go down

@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from notice_bus.local_broker import free_port
+from notice_bus.runtime.local_broker import free_port
 
 
 def find_bin(name: str) -> str | None:

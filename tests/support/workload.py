@@ -10,13 +10,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.errors import BrokerUnavailable, HQStateError
-from notice_bus.generate import make_drafts, revise
-from notice_bus.hq import HQ
-from notice_bus.settings import Settings
-from notice_bus.tables import ACK, HQ_NOTICE, OUTBOX, RED_NOTICE
-from notice_bus.topics import TopicNames
-from notice_bus.validation import Draft
+from notice_bus.hq.generate import make_drafts, revise
+from notice_bus.hq.publisher import HQ
+from notice_bus.hq.tables import HQ_NOTICE, OUTBOX
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK
+from notice_bus.wire.topics import TopicNames
+from notice_bus.wire.validation import Draft
 
 
 class Workload(threading.Thread):

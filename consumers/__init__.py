@@ -1,1 +1,0 @@
-"""Local-system plug-ins for country adapters; see ``notice_bus.local_system``."""

@@ -1,0 +1,232 @@
+"""The default local system: a relational database through SQLModel (PostgreSQL or SQLite)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, and_, insert, or_, select, text, update
+
+from notice_bus.bureau.sinks.sink import BufferedSink, Health
+from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE, LOCAL_TABLES, RED_NOTICE
+from notice_bus.errors import NoticeBusError
+from notice_bus.runtime.db import (
+    as_utc,
+    dialect_insert,
+    fill_stage,
+    make_engine,
+    redact,
+    stage_of,
+    transaction,
+    translate_errors,
+)
+from notice_bus.wire.model import (
+    ACTIVE,
+    NOT_ADDRESSED,
+    WITHDRAWN,
+    Action,
+    Answer,
+    NoticeEvent,
+    Reminder,
+    Response,
+    utcnow,
+)
+
+log = logging.getLogger("notice_bus.adapter")
+_TABLE: Any = RED_NOTICE
+# A batch this large goes through COPY into a temporary table, then one upsert from it: the
+# executemany's per-row parameter handling was most of a bulk load's write time.
+_COPY_FROM = 200
+_BAD_LOOK_EVERY_S = 60.0  # how often responses() looks for mistyped answers
+_STAGE = stage_of(RED_NOTICE)
+_COLUMNS = [c.name for c in RED_NOTICE.c]
+_JSON_COLUMNS = {c.name for c in RED_NOTICE.c if isinstance(c.type, JSON)}
+_CANCEL_COLUMNS = (
+    "version",
+    "status",
+    "withdrawn_reason",
+    "event_id",
+    "published_at",
+    "recorded_at",
+)
+
+
+class SqlSink(BufferedSink):
+    """Writes notices into the ``red_notice`` table, one upsert per batch.
+
+    A row changes only when the incoming version is higher than the stored one, and an active
+    version never replaces a row withdrawn by a cancel, so replays, duplicates and reordering
+    are harmless. A row withdrawn because an update no longer addressed this country (reason
+    :data:`~notice_bus.wire.model.NOT_ADDRESSED`) becomes active again with a later version that
+    addresses it.
+
+    Officers' answers with an ``answer`` that is not one of
+    :class:`~notice_bus.wire.model.Answer` are left in ``notice_response``, unsent, and logged
+    once each (they are looked for once a minute): one mistyped row must not stop the rest.
+    """
+
+    def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        super().__init__()
+        # No ping before each write: a lost connection fails the write, which is retried.
+        self.engine = make_engine(database_url, LOCAL_TABLES, ping=False)
+        self._clock = clock
+        self._told: set[int] = set()  # ids of unreadable answers already logged
+        self._next_bad_look = 0.0
+        insert = dialect_insert(self.engine)
+        self._upserts = _upserts(insert(_TABLE))
+        self._staged: tuple[Any, Any] | None = None
+        if self.engine.dialect.name == "postgresql":
+            staged = select(*[_STAGE.c[n] for n in _COLUMNS])
+            self._staged = _upserts(insert(_TABLE).from_select(_COLUMNS, staged))
+
+    def flush(self) -> None:
+        events = self._buffers.pending()
+        if not events:
+            return
+        now = self._clock()
+        active = [_row(e, now) for e in events if e.action is not Action.CANCEL]
+        cancels = [_row(e, now) for e in events if e.action is Action.CANCEL]
+        with transaction(self.engine) as conn:
+            for i, rows in enumerate((active, cancels)):
+                if self._staged is not None and len(rows) >= _COPY_FROM:
+                    fill_stage(conn, _STAGE, [_values(row) for row in rows])
+                    conn.execute(self._staged[i])
+                elif rows:
+                    conn.execute(self._upserts[i], rows)
+        self._buffers.clear()
+
+    def health(self) -> Health:
+        try:
+            with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except NoticeBusError as exc:
+            return Health(False, str(exc))
+        return Health(True)
+
+    def remind(self, reminder: Reminder) -> None:
+        """Into ``notice_reminder``, where the bureau's officers see it; once, however often
+        the same reminder is surfaced (a batch retried after an outage surfaces it again)."""
+        values = {
+            "notice_id": reminder.notice_id,
+            "version": reminder.version,
+            "kind": reminder.kind.value,
+            "deadline": reminder.deadline,
+            "reminded_at": reminder.at,
+            "text": reminder.text,
+        }
+        same = select(LOCAL_REMINDER.c.id).where(
+            LOCAL_REMINDER.c.notice_id == reminder.notice_id,
+            LOCAL_REMINDER.c.kind == reminder.kind.value,
+            LOCAL_REMINDER.c.reminded_at == reminder.at,
+        )
+        with transaction(self.engine) as conn:
+            if conn.execute(same.limit(1)).first() is None:
+                conn.execute(insert(LOCAL_REMINDER).values(**values))
+
+    def responses(self) -> Sequence[tuple[object, Response]]:
+        """Rows the bureau's officers put in ``notice_response`` that were not sent yet."""
+        pending = LOCAL_RESPONSE.c.sent_at.is_(None)
+        known = LOCAL_RESPONSE.c.answer.in_([a.value for a in Answer])
+        query = select(LOCAL_RESPONSE).where(pending, known).order_by(LOCAL_RESPONSE.c.id)
+        bad = select(LOCAL_RESPONSE.c.id, LOCAL_RESPONSE.c.answer).where(pending, ~known)
+        # Mistyped answers are looked for once a minute, not on every call: they are rare, and
+        # a hub asks each of its countries about ten times a minute.
+        look = time.monotonic() >= self._next_bad_look
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            rows = conn.execute(query.limit(100)).all()
+            unreadable = conn.execute(bad.limit(100)).all() if look else []
+        if look:
+            self._next_bad_look = time.monotonic() + _BAD_LOOK_EVERY_S
+        for r in unreadable:
+            if r.id not in self._told:
+                self._told.add(r.id)
+                log.error(
+                    "%s: notice_response row %d is not sent: answer %r is not one of %s",
+                    redact(str(self.engine.url)),
+                    r.id,
+                    r.answer,
+                    ", ".join(a.value for a in Answer),
+                )
+        return [
+            (
+                r.id,
+                Response(
+                    country="",
+                    notice_id=r.notice_id,
+                    answer=Answer(r.answer),
+                    at=as_utc(r.answered_at),
+                    responder=r.responder,
+                    text=r.text,
+                ),
+            )
+            for r in rows
+        ]
+
+    def responses_sent(self, handles: Sequence[object]) -> None:
+        with transaction(self.engine) as conn:
+            conn.execute(
+                update(LOCAL_RESPONSE)
+                .where(LOCAL_RESPONSE.c.id.in_(handles))
+                .values(sent_at=self._clock())
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _upserts(stmt: Any) -> tuple[Any, Any]:
+    """The INSERT ``stmt`` as the upsert of active versions and as that of cancels."""
+    newer = _TABLE.c.version < stmt.excluded.version
+    active = stmt.on_conflict_do_update(
+        index_elements=["notice_id"],
+        set_={c.name: stmt.excluded[c.name] for c in _TABLE.c if c.name != "notice_id"},
+        where=and_(
+            newer,
+            or_(_TABLE.c.status != WITHDRAWN, _TABLE.c.withdrawn_reason == NOT_ADDRESSED),
+        ),
+    )
+    cancel = stmt.on_conflict_do_update(
+        index_elements=["notice_id"],
+        set_={name: stmt.excluded[name] for name in _CANCEL_COLUMNS},
+        where=newer,
+    )
+    return active, cancel
+
+
+def _values(row: dict[str, Any]) -> list[Any]:
+    """A row as COPY takes it: values in column order, JSON columns as JSON text; an unknown
+    list (None) as SQL NULL, as the upsert stores it."""
+    return [
+        json.dumps(row[n]) if n in _JSON_COLUMNS and row[n] is not None else row[n]
+        for n in _COLUMNS
+    ]
+
+
+def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(_COLUMNS)
+    for name in (
+        "nationalities",
+        "eyes_colors_id",
+        "hairs_id",
+        "languages_spoken_ids",
+        "arrest_warrants",
+        "images",
+    ):
+        row[name] = []
+    if event.person is not None:
+        row.update(event.person.to_avro())
+    row.update(
+        notice_id=event.notice_id,
+        version=event.version,
+        status=WITHDRAWN if event.action is Action.CANCEL else ACTIVE,
+        requesting_country=event.requesting_country,
+        withdrawn_reason=event.reason if event.action is Action.CANCEL else None,
+        event_id=event.event_id,
+        published_at=event.published_at,
+        recorded_at=now,
+    )
+    return row

@@ -1,0 +1,187 @@
+"""``notice-bus demo``: the whole path on embedded defaults, in one process.
+
+A local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), a tracker, and
+adapters for twelve countries each writing to its own SQLite file; one adapter is slow and
+one is never started. HQ publishes generated notices, then updates and cancels some; the demo
+ends with the report, in which the slow and the absent country stand out. The tracker's
+database stays in ``.notice-bus/``, so ``notice-bus report`` shows the same run afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from sqlalchemy import func, select
+
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.sinks.sink import Sink
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.hq.generate import make_drafts, revise
+from notice_bus.hq.publisher import HQ
+from notice_bus.reports.report import CountryReport, Status, build_report, to_table
+from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.settings import STATE_DIR, Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.tracker.tables import TRACKER_TABLES
+from notice_bus.wire.model import ACTIVE, NoticeEvent
+from notice_bus.wire.topics import init_topics
+
+COUNTRIES = ["FR", "DE", "ES", "IT", "ID", "TH", "BR", "NG", "JP", "AU", "CA", "ZA"]
+SLOW, ABSENT = "BR", "NG"
+
+
+class SlowSink(Sink):
+    """A local system that takes ``delay`` seconds per batch, like an overloaded database."""
+
+    def __init__(self, inner: Sink, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def add(self, event: NoticeEvent, partition: int) -> None:
+        self.inner.add(event, partition)
+
+    def flush(self) -> None:
+        time.sleep(self.delay)
+        self.inner.flush()
+
+    def discard(self, partitions: Iterable[int]) -> None:
+        self.inner.discard(partitions)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def run_demo(settings: Settings, *, notices: int = 300) -> int:
+    demo_dir = STATE_DIR / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    for path in STATE_DIR.glob("*.db*"):
+        path.unlink()
+    demo_dir.mkdir(parents=True)
+
+    broker: LocalBroker | None = None
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        _say("starting a local Kafka broker (the first run fetches its jars with Maven)")
+        broker = LocalBroker()
+        settings = settings.with_(bootstrap_servers=broker.start())
+    else:  # a shared cluster: keep this run's topics apart
+        settings = settings.with_(topic_prefix=f"demo-{uuid.uuid4().hex[:6]}.")
+    _say(f"Kafka at {settings.bootstrap_servers}")
+    stop = threading.Event()
+    threads: list[threading.Thread] = []
+    try:
+        init_topics(settings, COUNTRIES)
+        _say(f"topics ready for {len(COUNTRIES)} countries: {', '.join(COUNTRIES)}")
+        threads.append(_start(Tracker(settings).run, stop, "tracker"))
+        for cc in COUNTRIES:
+            if cc == ABSENT:
+                continue
+            sink: Sink = SqlSink(f"sqlite:///{demo_dir / cc}.db")
+            conf = settings
+            if cc == SLOW:
+                sink, conf = SlowSink(sink, delay=1.0), settings.with_(batch_size=5)
+            threads.append(_start(Adapter(conf, {cc: sink}).run, stop, f"adapter-{cc}"))
+        _say(
+            f"adapters running for {len(COUNTRIES) - 1} countries"
+            f" ({SLOW} deliberately slow, {ABSENT} never started)"
+        )
+        expected = _publish(settings, notices, stop)
+        _await_quiet(settings, stop)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        if broker is not None:
+            broker.stop()
+    reports = build_report(make_engine(settings.tracker_database_url, TRACKER_TABLES), settings)
+    print("\n" + to_table(reports) + "\n")
+    _check_local_copies(demo_dir, expected)
+    _say("run `.venv/bin/notice-bus report` (or --format json) to see this report again")
+    return 0
+
+
+def _publish(settings: Settings, count: int, stop: threading.Event) -> dict[str, int]:
+    """HQ's part: publish in waves, then update and cancel some. Returns active notices per
+    targeted country, for the final check."""
+    rng = random.Random(7)
+    drafts = make_drafts(count, countries=COUNTRIES)
+    with HQ(settings) as hq:
+        wave = max(1, count // 15)
+        for i in range(0, count, wave):
+            hq.publish(drafts[i : i + wave])
+            _progress(settings, f"published {min(i + wave, count)}/{count}")
+            time.sleep(0.5)
+        updated = rng.sample(drafts, k=count // 8)
+        hq.publish([revise(d, rng) for d in updated])
+        cancelled = rng.sample(drafts, k=count // 20)
+        for d in cancelled:
+            hq.cancel(d.notice_id, "wanted person arrested")
+        _say(f"HQ: {count} published, {len(updated)} updated, {len(cancelled)} cancelled")
+    gone = {d.notice_id for d in cancelled}
+    active: dict[str, int] = dict.fromkeys(COUNTRIES, 0)
+    for d in drafts:
+        if d.notice_id not in gone:
+            for cc in d.target_countries or COUNTRIES:
+                active[cc] += 1
+    return active
+
+
+def _await_quiet(settings: Settings, stop: threading.Event, timeout_s: float = 120) -> None:
+    """Wait until every healthy country has taken in everything (the slow one may not)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        reports = _progress(settings, "waiting for the countries to catch up")
+        healthy = [r for r in reports if r.country not in (SLOW, ABSENT)]
+        if healthy and all(r.outstanding == 0 for r in healthy):
+            time.sleep(3)  # let the slow country show how far behind it is
+            _progress(settings, "done")
+            return
+        time.sleep(1)
+    _say("gave up waiting; the report shows who is behind")
+
+
+def _progress(settings: Settings, what: str) -> list[CountryReport]:
+    engine = make_engine(settings.tracker_database_url, TRACKER_TABLES)
+    reports = build_report(engine, settings)
+    engine.dispose()
+    sent = sum(r.sent for r in reports)
+    recorded = sum(r.recorded for r in reports)
+    behind = [r.country for r in reports if r.status is not Status.OK]
+    _say(
+        f"{what:<40} deliveries recorded {recorded}/{sent}"
+        + (f"  behind: {', '.join(behind)}" if behind else "")
+    )
+    return reports
+
+
+def _check_local_copies(demo_dir: Path, expected: dict[str, int]) -> None:
+    for cc in COUNTRIES:
+        path = demo_dir / f"{cc}.db"
+        if not path.exists():
+            _say(f"{cc}: no local database (adapter never started)")
+            continue
+        engine = make_engine(f"sqlite:///{path}")
+        with engine.connect() as conn:
+            n = conn.execute(
+                select(func.count()).select_from(RED_NOTICE).where(RED_NOTICE.c.status == ACTIVE)
+            ).scalar_one()
+        engine.dispose()
+        mark = "ok" if n == expected[cc] else "behind"
+        _say(f"{cc}: {n}/{expected[cc]} active notices in {path} ({mark})")
+
+
+def _start(target: object, stop: threading.Event, name: str) -> threading.Thread:
+    t = threading.Thread(target=target, args=(stop,), name=name, daemon=True)  # type: ignore[arg-type]
+    t.start()
+    return t
+
+
+def _say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)

@@ -1,0 +1,2 @@
+"""HQ: publishing, updating and cancelling notices through the outbox, bootstrap of late
+countries, and HQ's tables."""

@@ -1,0 +1,270 @@
+"""The report as one self-contained HTML page: the per-country table and three charts.
+
+plotly.js is inlined once in the page's head, so the file opens offline (from a mail attachment
+or a USB stick) and references no external URL. The dashboard serves the same page once, and a
+script of its own updates the table and the charts in place (``Plotly.react``; the figures'
+fixed ``uirevision`` keeps a viewer's zoom and legend choices).
+A banner warns when the tracker's last sample is older than ``stale_after_s``: the figures are
+then as of that time, whatever the page's own time says. Every text that comes from the data
+(country codes, notice ids) is escaped, in the table here and in the charts
+(:mod:`notice_bus.reports.charts`), whose labels plotly reads as HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+import plotly.offline
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from notice_bus.reports.charts import (
+    MATRIX_NOTICES,
+    NOTHING,
+    Key,
+    Sent,
+    chart_html,
+    lag_chart,
+    matrix_chart,
+    notice_matrix,
+    outstanding_chart,
+    outstanding_series,
+    recent_notices,
+)
+from notice_bus.reports.metrics import last_sample_at
+from notice_bus.reports.report import CountryReport
+from notice_bus.runtime.db import as_utc, translate_errors
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.tables import ACK, SENT
+from notice_bus.wire.model import AckStatus, utcnow
+
+__all__ = ["PageParts", "default_stale_after_s", "page_parts", "render_html"]
+
+_DONE = (AckStatus.RECORDED.value, AckStatus.REJECTED.value)
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; }
+td.country, td.status { text-align: left; font-weight: 600; }
+td.status-ok { background: #d9f2d9; color: #1e6b1e; }
+td.status-lagging { background: #fff0c2; color: #7a5a00; }
+td.status-stalled { background: #ecdcf5; color: #5e2a7e; }
+td.status-down { background: #f9d0d0; color: #9b1111; }
+td.status-never-connected { background: #b71c1c; color: #fff; }
+.generated { color: #666; }
+.banner { padding: 0.6em 1em; margin: 0.8em 0; border-radius: 4px; font-weight: 600; }
+.stale { background: #fff0c2; color: #7a5a00; border: 1px solid #e0b000; }
+.refresh-error { background: #f9d0d0; color: #9b1111; border: 1px solid #d08080; }
+.banner[hidden] { display: none; }
+/* The table scrolls in its own box, so a narrow screen scrolls neither the page nor the charts. */
+.table-box { overflow-x: auto; max-width: 100%; }
+.chart { max-width: 100%; }
+@media (max-width: 600px) {
+  body { margin: 0.5em; }
+  h1 { font-size: 1.3em; }
+  table { font-size: 0.8em; }
+}
+"""
+_COLUMNS: tuple[str, ...] = ("Country", "Status", "Sent", "Recorded", "Rejected")
+_COLUMNS += ("Outstanding", "Overdue")
+_COLUMNS += ("P50 lag (s)", "P95 lag (s)", "Max lag (s)", "Delivery p95 (s)", "Answer p95 (s)")
+_COLUMNS += ("Oldest waiting (s)", "Group lag", "Clock skew (s)")
+
+
+def default_stale_after_s(settings: Settings) -> float:
+    """How old the tracker's last sample may be before the page warns: three sampling
+    rounds, and at least 30 seconds."""
+    return max(3 * settings.sample_interval_s, 30.0)
+
+
+def render_html(
+    engine: Engine,
+    settings: Settings,
+    reports: Sequence[CountryReport],
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    stale_after_s: float | None = None,
+    script: str = "",
+) -> str:
+    """The page for ``reports`` (rows in their given order, worst first), with charts drawn
+    from the tracker's tables for the same countries, and a warning when the tracker's last
+    sample is older than ``stale_after_s`` (default: :func:`default_stale_after_s`).
+    ``script`` ends the body (the dashboard's refresh)."""
+    parts = page_parts(engine, settings, reports, clock(), stale_after_s)
+    now = parts.now
+    stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
+    hidden = "" if parts.stale else " hidden"
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>notice-bus report, {stamp}</title>
+<style>{_CSS}</style>
+<script>{_plotly_js()}</script>
+</head>
+<body>
+<h1>notice-bus response lag</h1>
+<p class="generated">Generated <time id="generated" datetime="{now.isoformat()}">{stamp}</time>;
+<span id="summary">{html.escape(parts.summary)}</span></p>
+<div id="stale" class="banner stale" role="alert"{hidden}>{html.escape(parts.stale)}</div>
+<div id="refresh-error" class="banner refresh-error" role="alert" hidden></div>
+<div class="table-box">{_table(parts.rows)}</div>
+<h2>Lag per country</h2>
+{chart_html(parts.figures["chart-lag"], "chart-lag")}
+<h2>Outstanding notices over time</h2>
+{chart_html(parts.figures["chart-outstanding"], "chart-outstanding")}
+<h2>The {MATRIX_NOTICES} most recent notices</h2>
+{chart_html(parts.figures["chart-matrix"], "chart-matrix")}
+{script}</body>
+</html>
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class PageParts:
+    """Everything a page shows: its time, the summary line, the stale warning ("" if
+    none), the table's rows as escaped HTML, and the plotly figures by element id."""
+
+    now: datetime
+    summary: str
+    stale: str
+    rows: str
+    figures: dict[str, Any]
+
+
+def page_parts(
+    engine: Engine,
+    settings: Settings,
+    reports: Sequence[CountryReport],
+    now: datetime,
+    stale_after_s: float | None,
+) -> PageParts:
+    """The parts of the page for ``reports`` at ``now``."""
+    countries = [r.country for r in reports]
+    sent, done, acks, last_sample = _load(engine, countries)
+    times, series = outstanding_series(sent, done, countries, now, settings.window_s * 12)
+    limit = default_stale_after_s(settings) if stale_after_s is None else stale_after_s
+    summary = f"{len(reports)} countries, worst first."
+    if last_sample is not None:
+        summary += f" Tracker's last sample: {last_sample.strftime('%H:%M:%S UTC')}."
+    figures = {
+        "chart-lag": lag_chart(reports),
+        "chart-outstanding": outstanding_chart(times, series),
+        "chart-matrix": matrix_chart(*notice_matrix(sent, acks, countries), countries),
+    }
+    return PageParts(now, summary, _stale(now, last_sample, limit), _rows(reports), figures)
+
+
+def _stale(now: datetime, last_sample: datetime | None, limit_s: float) -> str:
+    """The warning when the tracker has not sampled for ``limit_s``, else ""."""
+    if last_sample is None:
+        return (
+            "The tracker has not sampled the consumer groups yet: is it running? These figures"
+            " may be out of date."
+        )
+    age = (now - last_sample).total_seconds()
+    if age <= limit_s:
+        return ""
+    return (
+        f"The tracker's last sample is {_age(age)} old"
+        f" ({last_sample.strftime('%Y-%m-%d %H:%M:%S UTC')}): is it running?"
+        " These figures are as of then and the statuses may be out of date."
+    )
+
+
+def _age(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def _load(
+    engine: Engine, countries: Sequence[str]
+) -> tuple[list[Sent], dict[Key, datetime], dict[Key, set[str]], datetime | None]:
+    """The events sent to ``countries``; when each was first RECORDED or REJECTED; the
+    acknowledgement statuses of the most recent notices; and the tracker's last sample."""
+    sent: list[Sent] = []
+    done: dict[Key, datetime] = {}
+    acks: dict[Key, set[str]] = defaultdict(set)
+    key = (ACK.c.country, ACK.c.notice_id, ACK.c.version)
+    with translate_errors(str(engine.url)), engine.connect() as conn:
+        last_sample = last_sample_at(conn)
+        if not countries:
+            return sent, done, acks, last_sample
+        query = select(SENT.c.country, SENT.c.notice_id, SENT.c.version, SENT.c.broker_at)
+        for c, n, v, at in conn.execute(query.where(SENT.c.country.in_(countries))):
+            sent.append((c, n, v, as_utc(at)))
+        first_done = (
+            select(*key, func.min(ACK.c.broker_at))
+            .where(ACK.c.status.in_(_DONE), ACK.c.country.in_(countries))
+            .group_by(*key)
+        )
+        done = {(c, n, v): as_utc(at) for c, n, v, at in conn.execute(first_done)}
+        recent = recent_notices(sent)
+        if recent:
+            statuses = select(*key, ACK.c.status).distinct()
+            for c, n, v, status in conn.execute(statuses.where(ACK.c.notice_id.in_(recent))):
+                acks[(c, n, v)].add(status)
+    return sent, done, acks, last_sample
+
+
+@cache
+def _plotly_js() -> str:
+    # A few megabytes read from plotly's package; the same for every page.
+    js: str = plotly.offline.get_plotlyjs()
+    return js
+
+
+def _num(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        return str(value)
+    if round(value, 1) == 0:
+        return "0.0"  # not "-0.0" (nor "+0.0") for a value that rounds to nothing
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def _table(rows: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
+    return (
+        f'<table id="countries"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
+    )
+
+
+def _rows(reports: Sequence[CountryReport]) -> str:
+    """The table's rows, as escaped HTML."""
+    rows = []
+    for r in reports:
+        cc, status = html.escape(r.country), html.escape(r.status.value)
+        # The oldest waiting notices show on hovering the outstanding count.
+        waiting = html.escape(
+            ", ".join(f"{n} v{v} ({a:.0f}s)" for n, v, a in r.outstanding_notices)
+        )
+        values = (
+            *(r.p50_lag_s, r.p95_lag_s, r.max_lag_s, r.delivery_p95_s, r.response_p95_s),
+            *(r.oldest_outstanding_s, r.consumer_lag),
+        )
+        css = "status-" + r.status.value.lower().replace("_", "-")
+        rows.append(
+            f'<tr data-country="{cc}" data-status="{status}">'
+            f'<td class="country">{cc}</td><td class="status {css}">{status}</td>'
+            f"<td>{r.sent}</td><td>{r.recorded}</td><td>{r.rejected}</td>"
+            f'<td title="{waiting}">{r.outstanding}</td>'
+            f"<td>{r.overdue_record + r.overdue_answer}</td>"
+            + "".join(f"<td>{_num(v)}</td>" for v in values)
+            + f"<td>{_num(r.clock_skew_s, signed=True)}</td></tr>"
+        )
+    if not rows:
+        rows.append(f'<tr><td colspan="{len(_COLUMNS)}">{NOTHING}</td></tr>')
+    return "\n".join(rows)

@@ -1,0 +1,392 @@
+"""The response-lag report: per country, what was sent, recorded and answered, how late, how
+the consumer group looks from the broker, and a status; worst first.
+
+Lags run between broker timestamps (see :mod:`notice_bus.tracker.measures`), so a bureau whose
+clock is
+wrong cannot distort them; its clock skew is reported instead. The status comes from the
+acknowledgements first, the evidence every bureau gives whatever its language or consumer
+group; the consumer-side window (:mod:`notice_bus.tracker.group_health`), when the tracker has
+sampled
+the country's group, only refines what is wrong (:func:`country_status`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import inspect, select
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError
+
+from notice_bus.errors import ConfigError
+from notice_bus.runtime.db import as_utc, make_engine, redact, translate_errors
+from notice_bus.runtime.settings import Settings
+from notice_bus.tracker import measures
+from notice_bus.tracker.group_health import Sample, Status, classify
+from notice_bus.tracker.policy import Policy
+from notice_bus.tracker.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
+from notice_bus.wire.model import utcnow
+
+__all__ = [
+    "CountryReport",
+    "Status",
+    "build_report",
+    "country_status",
+    "open_tracker_database",
+    "to_csv",
+    "to_json",
+    "to_table",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CountryReport:
+    country: str
+    sent: int
+    recorded: int
+    rejected: int
+    outstanding: int
+    p50_lag_s: float | None
+    p95_lag_s: float | None
+    max_lag_s: float | None
+    oldest_outstanding_s: float | None
+    status: Status
+    delivery_p95_s: float | None = None
+    response_p95_s: float | None = None
+    answered: int = 0
+    overdue_record: int = 0
+    overdue_answer: int = 0
+    consumer_lag: int | None = None
+    consumer_time_lag_s: float | None = None
+    clock_skew_s: float | None = None
+    last_seen_s: float | None = None
+    #: The oldest outstanding notices: (notice id, version, age in seconds), up to ten.
+    outstanding_notices: list[tuple[str, int, float]] = field(default_factory=list)
+
+
+def classify_acks(
+    *,
+    sent: int,
+    outstanding: int,
+    p95: float | None,
+    oldest: float | None,
+    last_seen: float | None,
+    settings: Settings,
+    rejected: int = 0,
+    threshold_s: float | None = None,
+) -> Status:
+    """Status from acknowledgements alone: OK unless the p95 apply lag or the oldest
+    outstanding notice is past ``threshold_s`` (default: the ``lag_threshold_s`` setting);
+    then NEVER_CONNECTED if the country never acknowledged anything (``last_seen`` None and
+    nothing ``rejected``), DOWN if it has been silent for ``down_after_s``, else LAGGING. A
+    country never heard of with notices outstanding, however young, is NEVER_CONNECTED."""
+    limit = settings.lag_threshold_s if threshold_s is None else threshold_s
+    if sent == 0 or (outstanding == 0 and (p95 or 0) <= limit):
+        return Status.OK  # nothing to do is not a fault
+    if last_seen is None and not rejected:
+        return Status.NEVER_CONNECTED
+    if outstanding and last_seen is not None and last_seen > settings.down_after_s:
+        return Status.DOWN
+    if (p95 or 0) > limit or (oldest or 0) > limit:
+        return Status.LAGGING
+    return Status.OK
+
+
+def country_status(
+    by_acks: Status, window: Sequence[Sample], *, lag_threshold_s: float, stall_after_s: float
+) -> Status:
+    """A country's status from its acknowledgements' (``by_acks``, :func:`classify_acks`)
+    and its consumer group's ``window`` of samples, oldest first.
+
+    Acknowledgements decide whether anything is wrong: a bureau need not consume in the group
+    ``notice-bus.CC`` (one written in another language, a hub, a replay), and the tracker's
+    samples may be stale or of another broker. So the result is OK exactly when ``by_acks``
+    is; a country that acknowledges is never NEVER_CONNECTED; and one with notices
+    outstanding past the threshold is never OK. The group, when it has samples, says what is
+    wrong:
+
+    - the group DOWN (it committed, nobody is left, work waits) or STALLED (members present,
+      offsets still): that;
+    - the group never committed: ``by_acks`` (NEVER_CONNECTED only if it never
+      acknowledged either);
+    - the group consuming or caught up with members present: LAGGING, since someone is there;
+      nobody present: ``by_acks``, DOWN instead of NEVER_CONNECTED if the group committed.
+    """
+    if by_acks is Status.OK or not window:
+        return by_acks
+    by_group = classify(window, lag_threshold_s=lag_threshold_s, stall_after_s=stall_after_s)
+    if by_group in (Status.DOWN, Status.STALLED):
+        return by_group
+    if by_group is Status.NEVER_CONNECTED:
+        return by_acks
+    if window[-1].members > 0:
+        return Status.LAGGING
+    if by_acks is Status.NEVER_CONNECTED and any(s.committed is not None for s in window):
+        return Status.DOWN
+    return by_acks
+
+
+def open_tracker_database(url: str) -> Engine:
+    """The tracker's database at ``url``, opened to read the report from, and brought to the
+    current schema as the tracker itself would bring it.
+
+    Never made: raises :class:`ConfigError` naming the database when it does not exist, i.e.
+    a SQLite file that is missing (a typo in the URL) or a database without the tracker's
+    tables (an adapter's, an empty one), rather than report "no notices tracked yet" from a
+    database made for the occasion. A server that does not answer is an outage
+    (:class:`~notice_bus.errors.LocalSystemUnavailable`), as everywhere.
+    """
+    where = redact(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"bad database URL {where}: {exc}") from exc
+    file = parsed.database or ""
+    in_memory = file in ("", ":memory:")
+    if parsed.get_backend_name() == "sqlite" and not in_memory and not Path(file).is_file():
+        raise ConfigError(
+            f"no tracker database at {where}: {file} does not exist"
+            " (is the URL right? the tracker makes it when it starts)"
+        )
+    probe = make_engine(url, ping=False)  # no tables named: nothing made
+    try:
+        with translate_errors(url), probe.connect() as conn:
+            found = inspect(conn).has_table(SENT.name)
+    finally:
+        probe.dispose()
+    if not found:
+        raise ConfigError(
+            f"{where} holds no tracker tables ({SENT.name} ...): not the tracker's database"
+        )
+    return make_engine(url, TRACKER_TABLES)
+
+
+def build_report(
+    engine: Engine,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    since: timedelta | None = None,
+    countries: Sequence[str] = (),
+) -> list[CountryReport]:
+    """One row per country the tracker knows (or per country of ``countries``), worst first."""
+    now = clock()
+    start = now - since if since else None
+    policy = Policy.from_settings(settings)
+    with translate_errors(str(engine.url)), engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # Percentiles sort every lag of the window; let those sorts stay in memory.
+            conn.exec_driver_sql("SET LOCAL work_mem = '128MB'")
+        counts = measures.counts(conn, start)
+        apply, delivery = measures.lag_quantiles(conn, start)
+        response = measures.quantiles(conn, measures.response_lags(conn, start), [95])
+        # A clock's skew is what it is now: the last hour (or the window asked for) tells.
+        recent = start or now - timedelta(hours=1)
+        skew = measures.quantiles(conn, measures.clock_skews(conn, recent), [50])
+        waiting = measures.outstanding(conn, start)
+        seen = {c: as_utc(v["seen"]) for c, v in counts.items() if v["seen"] is not None}
+        samples = _samples(conn, now - timedelta(seconds=settings.window_s))
+        overdue_answer = measures.overdue_answers(
+            conn,
+            now - timedelta(seconds=policy.default.answer_within_s),
+            {cc: now - timedelta(seconds=d.answer_within_s) for cc, d in policy.countries.items()},
+        )
+
+    per_waiting: dict[str, list[Any]] = defaultdict(list)
+    for row in waiting:
+        per_waiting[row.country].append(row)
+
+    known = set(counts) | set(samples) | set(seen)
+    wanted = [c for c in countries if c in known] if countries else sorted(known)
+    reports = []
+    for cc in wanted:
+        c = counts[cc]
+        ages = [(now - as_utc(r.broker_at)).total_seconds() for r in per_waiting[cc]]
+        oldest = max(ages) if ages else None
+        lag = apply.get(cc, {})
+        window = samples.get(cc, [])
+        seen_s = (now - seen[cc]).total_seconds() if cc in seen else None
+        deadline = policy.of(cc).record_within_s
+        by_acks = classify_acks(
+            sent=c["sent"],
+            outstanding=len(ages),
+            p95=lag.get(95),
+            oldest=oldest,
+            last_seen=seen_s,
+            settings=settings,
+            rejected=c["rejected"],
+            # A country's own record deadline, when tighter than the lag threshold.
+            threshold_s=min(settings.lag_threshold_s, deadline),
+        )
+        status = country_status(
+            by_acks,
+            window,
+            lag_threshold_s=settings.lag_threshold_s,
+            stall_after_s=settings.stall_after_s,
+        )
+        reports.append(
+            CountryReport(
+                country=cc,
+                sent=c["sent"],
+                recorded=c["recorded"],
+                rejected=c["rejected"],
+                outstanding=len(ages),
+                p50_lag_s=lag.get(50),
+                p95_lag_s=lag.get(95),
+                max_lag_s=lag.get(100),
+                oldest_outstanding_s=oldest,
+                status=status,
+                delivery_p95_s=delivery.get(cc, {}).get(95),
+                response_p95_s=response.get(cc, {}).get(95),
+                answered=c["answered"],
+                overdue_record=sum(1 for a in ages if a > deadline),
+                overdue_answer=overdue_answer.get(cc, 0),
+                consumer_lag=window[-1].lag if window else None,
+                consumer_time_lag_s=window[-1].time_lag_s if window else None,
+                clock_skew_s=skew.get(cc, {}).get(50),
+                last_seen_s=seen_s,
+                outstanding_notices=[
+                    (r.notice_id, r.version, a)
+                    for r, a in zip(per_waiting[cc][:10], ages[:10], strict=False)
+                ],
+            )
+        )
+    order = list(Status)
+    return sorted(
+        reports,
+        key=lambda r: (
+            order.index(r.status),
+            -(r.overdue_record),
+            -(r.oldest_outstanding_s or 0),
+            -(r.p95_lag_s or 0),
+            r.country,
+        ),
+    )
+
+
+def _samples(conn: Any, since: datetime) -> dict[str, list[Sample]]:
+    query = (
+        select(GROUP_SAMPLE)
+        .where(GROUP_SAMPLE.c.at >= since)
+        .order_by(GROUP_SAMPLE.c.country, GROUP_SAMPLE.c.at)
+    )
+    out: dict[str, list[Sample]] = defaultdict(list)
+    for r in conn.execute(query):
+        out[r.country].append(
+            Sample(as_utc(r.at), r.end_offset, r.committed, r.members, r.time_lag_s)
+        )
+    return out
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def _plain(r: CountryReport) -> dict[str, Any]:
+    d = asdict(r)
+    for k, v in d.items():
+        if isinstance(v, float):
+            d[k] = round(v, 3)
+    d["status"] = r.status.value
+    d["outstanding_notices"] = [
+        {"notice_id": n, "version": v, "age_s": round(a, 1)} for n, v, a in r.outstanding_notices
+    ]
+    return d
+
+
+def to_json(reports: Sequence[CountryReport]) -> str:
+    return json.dumps([_plain(r) for r in reports], indent=2, ensure_ascii=False)
+
+
+def to_csv(reports: Sequence[CountryReport]) -> str:
+    buf = io.StringIO()
+    rows = [_plain(r) for r in reports]
+    for row in rows:
+        row["outstanding_notices"] = " ".join(
+            f"{o['notice_id']}v{o['version']}" for o in row["outstanding_notices"]
+        )
+    names = [f for f in CountryReport.__dataclass_fields__]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_COLOURS = {
+    Status.OK: "32",
+    Status.LAGGING: "33",
+    Status.STALLED: "35",
+    Status.DOWN: "31",
+    Status.NEVER_CONNECTED: "31;1",
+}
+
+
+def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
+    head = (
+        "COUNTRY",
+        "SENT",
+        "RECORDED",
+        "OUTSTANDING",
+        "OVERDUE",
+        "P50 LAG",
+        "P95 LAG",
+        "MAX LAG",
+        "DELIVERY P95",
+        "ANSWER P95",
+        "OLDEST WAITING",
+        "GROUP LAG",
+        "SKEW",
+        "STATUS",
+    )
+    if not reports:
+        return "no notices tracked yet"
+    body = [
+        (
+            r.country,
+            str(r.sent),
+            str(r.recorded),
+            str(r.outstanding),
+            str(r.overdue_record + r.overdue_answer),
+            _dur(r.p50_lag_s),
+            _dur(r.p95_lag_s),
+            _dur(r.max_lag_s),
+            _dur(r.delivery_p95_s),
+            _dur(r.response_p95_s),
+            _dur(r.oldest_outstanding_s),
+            "-" if r.consumer_lag is None else str(r.consumer_lag),
+            _dur(r.clock_skew_s, signed=True),
+            r.status.value,
+        )
+        for r in reports
+    ]
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
+    lines = []
+    for row, r in zip((head, *body), (None, *reports), strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        if colour and r is not None:
+            cells[-1] = f"\033[{_COLOURS[r.status]}m{cells[-1]}\033[0m"
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _dur(seconds: float | None, *, signed: bool = False) -> str:
+    if seconds is None:
+        return "-"
+    sign = ("+" if seconds >= 0 else "-") if signed else ""
+    s = abs(seconds) if signed else seconds
+    if round(s, 1) == 0:  # no "-0.0s" for a lag a clock's skew made negative
+        return "0.0s"
+    if s < 60:
+        return f"{sign}{s:.1f}s"
+    minutes, secs = divmod(int(s), 60)
+    if minutes < 60:
+        return f"{sign}{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours}h{minutes:02d}m"

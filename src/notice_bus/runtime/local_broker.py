@@ -1,0 +1,319 @@
+"""A throwaway single-node Apache Kafka broker (KRaft, combined broker and controller).
+
+It runs the official jars, resolved from Maven Central by Maven through ``kafka/pom.xml`` and
+cached in ``~/.cache/notice-bus``, on free ports of 127.0.0.1 with its data in a temporary
+folder. It is what the tests and ``make demo`` use where no cluster is configured and no Docker
+engine runs, and what ``notice-bus broker`` starts for someone trying things by hand.
+
+Given a folder of its own, a broker started again on it is the same broker: it keeps the
+cluster id its storage was formatted with (``data/meta.properties``) and the ports it listened
+on (``server.properties``), so its topics and records are there and clients reconnect to the
+same address. A client port given explicitly replaces the one kept.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import TracebackType
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError
+
+from notice_bus.errors import BrokerSetupError, OutputError
+
+KAFKA_VERSION = "4.1.1"
+_POM = Path(__file__).resolve().parents[3] / "kafka" / "pom.xml"
+_LOG4J = """status = error
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = FILE
+"""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "notice-bus"
+
+
+def require_java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        raise BrokerSetupError(
+            "Java 17 or newer is needed to run the local Kafka broker, and no `java` is on PATH."
+            " Install it (Debian: apt-get install openjdk-17-jre-headless), or set"
+            " KAFKA_BOOTSTRAP_SERVERS to an existing cluster."
+        )
+    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    m = re.search(r'version "(\d+)', out)
+    if m is None or int(m.group(1)) < 17:
+        raise BrokerSetupError(f"Kafka {KAFKA_VERSION} needs Java 17 or newer; {java} says: {out}")
+    return java
+
+
+def resolve_jars(version: str = KAFKA_VERSION) -> Path:
+    """The folder holding Kafka's jars and their dependencies, fetched once with Maven."""
+    libs = cache_dir() / f"kafka-{version}" / "libs"
+    if (libs / ".complete").exists():
+        return libs
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise BrokerSetupError(
+            "Maven is needed once, to fetch Kafka's jars from Maven Central, and no `mvn` is on"
+            " PATH. Install it (Debian: apt-get install maven), or set KAFKA_BOOTSTRAP_SERVERS."
+        )
+    if not _POM.is_file():
+        raise BrokerSetupError(f"{_POM} is missing; run notice-bus from its source tree")
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(_POM),
+        "dependency:copy-dependencies",
+        f"-Dkafka.version={version}",
+        f"-DoutputDirectory={staging}",
+        "-DincludeScope=runtime",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise BrokerSetupError(
+            f"Maven could not fetch Kafka {version}: {(done.stdout + done.stderr)[-2000:]}"
+        )
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)
+    (libs / ".complete").touch()
+    return libs
+
+
+def _cluster_id() -> str:
+    """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now. As Kafka does, it may reuse
+    the address: connections a stopped broker left in TIME_WAIT do not make the port busy."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """The ``key=value`` lines of a Java properties file we wrote (or Kafka did); {} if none."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise BrokerSetupError(f"cannot read {path}: {exc.strerror}") from exc
+    pairs = (line.partition("=") for line in lines if not line.lstrip().startswith("#"))
+    return {k.strip(): v.strip() for k, sep, v in pairs if sep}
+
+
+def _kept_ports(workdir: Path) -> dict[str, int]:
+    """The ports of the listeners a previous start wrote, by listener name (PLAINTEXT,
+    CONTROLLER)."""
+    listeners = _properties(workdir / "server.properties").get("listeners", "")
+    found = re.findall(r"(\w+)://[^:,]*:(\d+)", listeners)
+    return {name: int(port) for name, port in found}
+
+
+class LocalBroker:
+    """Start with :meth:`start` (or ``with``); :attr:`bootstrap_servers` is its address."""
+
+    def __init__(
+        self, workdir: Path | None = None, *, heap_mb: int = 768, port: int | None = None
+    ) -> None:
+        """``workdir``: a folder to keep the data in (and find it again); default a temporary
+        one, removed by :meth:`stop`. ``port``: the client port; default the one kept in
+        ``workdir``, else a free one."""
+        self._own_dir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-kafka-"))
+        self.heap_mb = heap_mb
+        kept = _kept_ports(self.workdir)
+        self.port = port or kept.get("PLAINTEXT") or free_port()
+        # Clients never see the controller's port: a new one will do if the old one is taken.
+        controller = kept.get("CONTROLLER")
+        if controller is None or controller == self.port or not port_is_free(controller):
+            controller = free_port()
+        self.controller_port = controller
+        meta = _properties(self.workdir / "data" / "meta.properties")
+        # The storage refuses to start under another id than the one it was formatted with.
+        self.cluster_id = meta.get("cluster.id") or _cluster_id()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.workdir / "broker.log"
+
+    def start(self, timeout_s: float = 90.0) -> str:
+        java = require_java()
+        if not port_is_free(self.port):
+            raise BrokerSetupError(
+                f"port {self.port} of 127.0.0.1 is in use (a broker already running on"
+                f" {self.workdir}?); stop it, or give another port"
+            )
+        classpath = f"{resolve_jars()}/*"
+        config = self._write_config()
+        log4j = f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}"
+        fmt = subprocess.run(
+            [
+                java,
+                "-cp",
+                classpath,
+                log4j,
+                "kafka.tools.StorageTool",
+                "format",
+                f"--cluster-id={self.cluster_id}",
+                "-c",
+                str(config),
+                "--ignore-formatted",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if fmt.returncode != 0:
+            raise BrokerSetupError(f"formatting Kafka storage failed: {fmt.stdout}{fmt.stderr}")
+        with open(self.workdir / "stdout.log", "wb") as out:
+            self._proc = subprocess.Popen(
+                [
+                    java,
+                    f"-Xmx{self.heap_mb}m",
+                    "-Xss1m",
+                    "-XX:+UseSerialGC",
+                    log4j,
+                    "-cp",
+                    classpath,
+                    "kafka.Kafka",
+                    str(config),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_ready(timeout_s)
+        return self.bootstrap_servers
+
+    def stop(self, timeout_s: float = 30.0, *, keep_data: bool = False) -> None:
+        """Shut the broker down; ``keep_data`` lets :meth:`start` bring it back as it was."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # controlled shutdown
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._own_dir and not keep_data:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> LocalBroker:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def _write_config(self) -> Path:
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            (self.workdir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
+        except OSError as exc:
+            raise OutputError(f"cannot create the broker's files in {self.workdir}: {exc}") from exc
+        path = self.workdir / "server.properties"
+        path.write_text(
+            "\n".join(
+                [
+                    "process.roles=broker,controller",
+                    "node.id=1",
+                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
+                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
+                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    "controller.listener.names=CONTROLLER",
+                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                    f"log.dirs={self.workdir / 'data'}",
+                    # One node: internal topics get one replica; few partitions start faster.
+                    "offsets.topic.replication.factor=1",
+                    "offsets.topic.num.partitions=3",
+                    "transaction.state.log.replication.factor=1",
+                    "transaction.state.log.min.isr=1",
+                    "transaction.state.log.num.partitions=3",
+                    "share.coordinator.state.topic.replication.factor=1",
+                    "share.coordinator.state.topic.min.isr=1",
+                    "group.initial.rebalance.delay.ms=0",
+                    # Topics are made on purpose (topics init); a typo must not make one.
+                    "auto.create.topics.enable=false",
+                    "log.cleaner.dedupe.buffer.size=16777216",
+                    # Deleted topics' files go at once, not a minute later, when the work of
+                    # removing hundreds of them would land in the middle of the next test.
+                    "log.segment.delete.delay.ms=1000",
+                    "",
+                ]
+            )
+        )
+        return path
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                raise BrokerSetupError(f"Kafka exited during start-up:\n{self._tail()}")
+            try:
+                admin = KafkaAdminClient(
+                    bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
+                )
+                try:
+                    admin.describe_cluster()
+                    return
+                finally:
+                    admin.close()
+            except (KafkaError, OSError) as exc:
+                last = exc
+                time.sleep(0.3)
+        self.stop()
+        raise BrokerSetupError(
+            f"Kafka did not answer within {timeout_s}s ({last}):\n{self._tail()}"
+        )
+
+    def _tail(self) -> str:
+        text = ""
+        for name in ("stdout.log", "broker.log"):
+            path = self.workdir / name
+            if path.exists():
+                text += path.read_text(errors="replace")[-3000:]
+        return text

@@ -1,0 +1,149 @@
+"""Typed, frozen settings, read from a TOML file and the environment.
+
+Precedence, lowest first: defaults, the config file (``NOTICE_BUS_CONFIG``, else ``notice-bus.toml``
+in the working directory if present), environment variables, explicit overrides. Every key of the
+file has an environment twin: ``topic_prefix`` is ``NOTICE_BUS_TOPIC_PREFIX``. The Kafka address
+also honours the conventional ``KAFKA_BOOTSTRAP_SERVERS``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from notice_bus.errors import ConfigError
+
+STATE_DIR = Path(".notice-bus")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that differs between deployments."""
+
+    bootstrap_servers: str = "localhost:9092"
+    #: How long a client waits for a first answer from the cluster, and a producer's send for
+    #: its metadata: a one-shot command (publish, cancel, topics, dlq) fails after this long
+    #: without a broker; the adapter and the tracker try again, with backoff.
+    broker_timeout_s: float = 10.0
+    #: Prepended to every topic name; lets several deployments (or tests) share one cluster.
+    topic_prefix: str = ""
+    partitions: int = 3
+    replication_factor: int = 1
+    hq_database_url: str = f"sqlite:///{STATE_DIR}/hq.db"
+    tracker_database_url: str = f"sqlite:///{STATE_DIR}/tracker.db"
+    #: A database shared by every host of the adapters (PostgreSQL; ``{country}`` stands for
+    #: the country's code) for the version ledger of plug-ins that cannot keep it in their own
+    #: system. Empty: such a ledger is a SQLite file on this host's disk, which orders versions
+    #: only as long as the country's partitions stay on this host (see
+    #: notice_bus.bureau.sinks.local_system).
+    ledger_database_url: str = ""
+    #: How long HQ keeps its list of registered countries before asking the broker again
+    #: (listing every topic costs ~0.1 ms a topic); see HQ for how a newcomer catches up.
+    country_refresh_s: float = 10.0
+    #: Largest number of records an adapter writes in one transaction.
+    batch_size: int = 500
+    poll_timeout_ms: int = 500
+    #: How long the group waits for a silent member before giving its partitions to another.
+    session_timeout_ms: int = 10000
+    #: Retries of a transient failure (local system or broker down) before the adapter gives up
+    #: on the batch and starts over from the last committed offset.
+    retry_attempts: int = 8
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    #: A country whose p95 apply lag or oldest outstanding notice exceeds this is LAGGING. A
+    #: healthy adapter records a notice within a second; ten is an early warning, well before
+    #: any service-level deadline.
+    lag_threshold_s: float = 10.0
+    #: A country with outstanding notices that has said nothing for this long is DOWN.
+    down_after_s: float = 60.0
+    #: A consumer group whose committed offsets have not moved for this long, with work
+    #: waiting and members present, is STALLED.
+    stall_after_s: float = 60.0
+    #: How often the tracker samples consumer groups, and how long a window health covers.
+    sample_interval_s: float = 10.0
+    window_s: float = 300.0
+    #: Service levels: a notice must be recorded within, and answered within (a SIRENE
+    #: bureau answers within 12 hours). Per-country overrides live in ``policy_file``.
+    record_within_s: float = 900.0
+    answer_within_s: float = 43200.0
+    policy_file: str = ""
+    #: Where escalations are POSTed (empty: none), and how often an overdue notice is
+    #: reminded on the country's reminders topic.
+    webhook_url: str = ""
+    reminder_interval_s: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.broker_timeout_s < math.inf:
+            raise ConfigError(
+                f"setting 'broker_timeout_s' must be a positive number of seconds,"
+                f" got {self.broker_timeout_s!r}"
+            )
+
+    def with_(self, **changes: Any) -> Settings:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Defaults < config file < environment < ``overrides`` (``None`` values are ignored)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        path = config_file or env.get("NOTICE_BUS_CONFIG")
+        if path is None and Path("notice-bus.toml").is_file():
+            path = "notice-bus.toml"
+        if path is not None:
+            values.update(_read_file(Path(path)))
+        if "KAFKA_BOOTSTRAP_SERVERS" in env:
+            values["bootstrap_servers"] = env["KAFKA_BOOTSTRAP_SERVERS"]
+        for f in fields(cls):
+            key = f"NOTICE_BUS_{f.name.upper()}"
+            if key in env:
+                values[f.name] = env[key]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**_coerce(values, source=str(path) if path else "environment"))
+
+
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML file's contents; a missing or malformed file is a ConfigError naming ``what``."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{what} {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from exc
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    data = read_toml(path, "config file")
+    # Accept both a flat file and one whose keys sit under [notice-bus].
+    section = data.get("notice-bus", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [notice-bus] must be a table")
+    return dict(section)
+
+
+def _coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    known = {f.name: f for f in fields(Settings)}
+    out: dict[str, Any] = {}
+    for name, raw in values.items():
+        if name not in known:
+            raise ConfigError(f"{source}: unknown setting {name!r}; known: {', '.join(known)}")
+        kind = type(getattr(Settings(), name))
+        try:
+            out[name] = kind(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"{source}: setting {name!r} must be {kind.__name__}, got {raw!r}"
+            ) from exc
+    return out

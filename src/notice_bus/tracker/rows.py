@@ -1,0 +1,135 @@
+"""The tracker's rows from the records it reads, each field checked to fit its column.
+
+A record whose fields do not fit (an id that is not a notice id, a version out of range, an
+unknown status, action or answer) raises one of :data:`UNREADABLE`, and is quarantined on its
+own: :func:`quarantined` is its row of ``tracker_quarantine``, with its bytes and why. Free
+text is cut to its column and cleaned of NUL characters instead: it is for people.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from notice_bus.errors import InvalidNotice, SchemaError
+from notice_bus.tracker.reconcile import Row
+from notice_bus.tracker.tables import ACK, RESPONSE
+from notice_bus.wire.model import AckStatus, Action, Answer
+from notice_bus.wire.validation import NOTICE_ID
+
+__all__ = ["UNREADABLE", "quarantined", "rows_of"]
+
+log = logging.getLogger("notice_bus.tracker")
+#: What decoding and checking a record may raise (times out of range: OverflowError).
+UNREADABLE = (InvalidNotice, SchemaError, KeyError, ValueError, TypeError, OverflowError)
+_INT32 = 2**31 - 1  # versions are Avro ints, and so are their columns
+_ACTIONS = frozenset(a.value for a in Action)
+_ANSWERS = frozenset(a.value for a in Answer)
+_REASON_KEPT = 1000  # characters of a quarantine reason
+
+
+def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> list[Row]:
+    """The rows of record ``r`` of a ``kind`` topic ("notices", "acks", "responses") of
+    ``country``, decoded as ``data``."""
+    broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+    if kind == "notices":  # the projection: what was sent, not the person
+        _notice_id(data["notice_id"])
+        _version(data["version"], low=1)
+        if data["action"] not in _ACTIONS:
+            raise InvalidNotice(f"unknown action {data['action']!r}", field="action")
+        return [
+            (
+                country, data["notice_id"], data["version"], data["action"],
+                data["published_at"], broker_at, r.partition, r.offset,
+            )
+        ]  # fmt: skip
+    if kind == "responses":
+        _notice_id(data["notice_id"])
+        if data["answer"] not in _ANSWERS:
+            raise InvalidNotice(f"unknown answer {data['answer']!r}", field="answer")
+        return [
+            (
+                country, data["notice_id"], data["answer"], _text(data.get("text"), _TEXT),
+                _text(data["responder"], _RESPONDER), data["at"], broker_at,
+            )
+        ]  # fmt: skip
+    # The topic says who answered: ACLs confine a bureau to its own acks topic. Rejected
+    # records are told apart by position, so two bad records of a notice count twice.
+    # (Fields straight from the decoded dict: a dataclass per ack costs more than its row.)
+    status = AckStatus(data["status"])
+    position = ""
+    if status is AckStatus.REJECTED:
+        position = f"{data['source_partition']}:{data['source_offset']}"
+        if len(position) > _POSITION:
+            raise InvalidNotice(f"source position {position!r} too long", field="source")
+    adapter_id = _text(data["adapter_id"], _ADAPTER_ID)
+    reason = _text(data.get("reason"), _REASON)
+    times = [(status.value, data["at"], broker_at)]
+    if status is AckStatus.RECORDED and data.get("received_at") is not None:
+        # The RECEIVED this RECORDED stands for, on the broker's timeline: the bureau's
+        # clock may be off, but the interval it measured between the two is not.
+        received = data["received_at"]
+        times.append((AckStatus.RECEIVED.value, received, broker_at - (data["at"] - received)))
+    events = [(data["notice_id"], data["version"])]
+    events += [(e["notice_id"], e["version"]) for e in data.get("also", ())]
+    for notice_id, version in events:
+        # A REJECTED ack of a record without a readable notice id carries "" and 0.
+        _notice_id(notice_id, empty=status is AckStatus.REJECTED)
+        _version(version)
+    return [
+        (country, notice_id, version, state, position, at, seen, adapter_id, reason)
+        for notice_id, version in events
+        for state, at, seen in times
+    ]
+
+
+def quarantined(r: Any, reason: str) -> dict[str, Any]:
+    """Record ``r``'s row of ``tracker_quarantine``, logged at ERROR."""
+    log.error("tracker: quarantined %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
+    try:
+        broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        broker_at = datetime.fromtimestamp(0, UTC)
+    return {
+        "topic": r.topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "reason": _clean(reason)[:_REASON_KEPT],
+        "broker_at": broker_at,
+        "raw": r.value,
+    }
+
+
+def _length(column: Any) -> int | None:
+    length: int | None = getattr(column.type, "length", None)
+    return length
+
+
+_TEXT, _RESPONDER = _length(RESPONSE.c.text), _length(RESPONSE.c.responder)
+_ADAPTER_ID, _REASON = _length(ACK.c.adapter_id), _length(ACK.c.reason)
+_POSITION = _length(ACK.c.position) or 32
+
+
+def _notice_id(value: Any, *, empty: bool = False) -> None:
+    if not isinstance(value, str) or not (NOTICE_ID.match(value) or (empty and value == "")):
+        shown = repr(value)[:60]
+        raise InvalidNotice(f"must look like YYYY/NNNNN, got {shown}", field="notice_id")
+
+
+def _version(value: Any, low: int = 0) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= _INT32:
+        raise InvalidNotice(f"must be an integer {low} to {_INT32}, got {value!r}", field="version")
+
+
+def _text(value: Any, length: int | None) -> Any:
+    """A free-text field made to fit its column: cut to ``length``, without NUL characters
+    (PostgreSQL cannot store them). What it says is for people; a cut does no harm."""
+    if not isinstance(value, str):
+        return value
+    value = _clean(value)
+    return value[:length] if length is not None else value
+
+
+def _clean(text: str) -> str:
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
