@@ -14,10 +14,12 @@ help:
 	@echo "make test   lint, type-check and run the tests on real Kafka and PostgreSQL"
 	@echo "make bench  the benchmarks; figures printed and written to bench/results.json"
 
-$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+# The runtime dependencies at the versions of requirements.lock (-c): the tests run what the
+# image runs, and a release upstream cannot change a clean checkout's results.
+$(STAMP): pyproject.toml requirements.lock $(addsuffix /pyproject.toml,$(PLUGINS))
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]' $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -388,10 +388,10 @@ def test_build_context_leaves_out_local_state() -> None:
 
 
 LOCK_HEADER = """\
-# The runtime dependencies of notice-bus, pinned: what the image installs (Dockerfile).
-# Every package [project] dependencies need, transitively, at the version tested here;
-# tests/test_image.py fails when it drifts. Regenerate from the project's .venv with
-#   .venv/bin/python tests/test_image.py > requirements.lock"""
+# The runtime dependencies of notice-bus, pinned: what the image installs (Dockerfile) and what
+# `make` installs the tests with (pip -c). Every package [project] dependencies need,
+# transitively; tests/test_image.py fails when it drifts. To move to newer versions:
+#   .venv/bin/pip install -U -e . && .venv/bin/python tests/test_image.py > requirements.lock"""
 
 if __name__ == "__main__":
     print(LOCK_HEADER)
