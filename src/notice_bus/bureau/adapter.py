@@ -312,12 +312,9 @@ class Adapter:
             elif isinstance(outcome, TransientError) and not isinstance(
                 outcome, LocalSystemUnavailable
             ):  # the broker failed us: read the batch again
-                log.error("%s: batch not done, it will be read again: %s", country, outcome)
-                self.metrics.errors.labels(country, "broker_unavailable").inc()
                 if lane.held is batch:
                     self._flow.release(lane)
-                queued = self._queued.pop(country, Batch([]))
-                self._flow.put_back(lane, batch.records + queued.records)
+                self._read_again(lane, batch, "not done", outcome)
                 self._flow.resume(lane)
             else:
                 self._flow.hold(lane, batch, outcome)
@@ -345,18 +342,20 @@ class Adapter:
                 try:
                     lane.recorded(batch)
                 except TransientError as exc:  # written, but HQ not told: do it again
-                    log.error(
-                        "%s: batch not acknowledged, it will be read again: %s", lane.country, exc
-                    )
-                    self.metrics.errors.labels(lane.country, "broker_unavailable").inc()
-                    queued = self._queued.pop(lane.country, Batch([]))
-                    self._flow.put_back(lane, batch.records + queued.records)
+                    self._read_again(lane, batch, "not acknowledged", exc)
                     continue
 
                 def counted(lane: Lane = lane, batch: Batch = batch) -> None:
                     self.metrics.finished(lane.country, len(batch.recorded), batch.rejected)
 
                 self._committer.add(batch.records, batch.said, counted)
+
+    def _read_again(self, lane: Lane, batch: Batch, what: str, exc: Exception) -> None:
+        """The broker failed ``batch``: read it, and what waited for it, again."""
+        log.error("%s: batch %s, it will be read again: %s", lane.country, what, exc)
+        self.metrics.errors.labels(lane.country, "broker_unavailable").inc()
+        queued = self._queued.pop(lane.country, Batch([]))
+        self._flow.put_back(lane, batch.records + queued.records)
 
     def _abandon(self, exc: Exception) -> None:
         """The broker did not confirm what finished batches said: read every uncommitted

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from notice_bus.cli.common import (
     Command,
 )
 from notice_bus.runtime.settings import Settings
-
-log = logging.getLogger("notice_bus")
-
 
 #: Help of the commands of actions this module's commands belong to.
 GROUPS = {"db": "the schema of our tables in a database"}

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from notice_bus.cli.common import Command, country_list, stop_on_signals
 from notice_bus.runtime.settings import Settings
-
-log = logging.getLogger("notice_bus")
-
 
 #: Help of the commands of actions this module's commands belong to.
 GROUPS = {"topics": "manage topics"}

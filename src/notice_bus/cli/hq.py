@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 from notice_bus.cli.common import (
     Command,
@@ -11,8 +10,6 @@ from notice_bus.cli.common import (
 )
 from notice_bus.errors import AlreadyCancelled
 from notice_bus.runtime.settings import Settings
-
-log = logging.getLogger("notice_bus")
 
 
 def _publish_args(c: argparse.ArgumentParser) -> None:

@@ -96,9 +96,8 @@ def tracker_figures(engine: Engine) -> TrackerFigures:
 
 class ReportCollector(Collector):
     """Per-country figures from :func:`notice_bus.reports.report.build_report` and, given
-    ``figures``
-    (e.g. ``lambda: tracker_figures(engine)``), the lag histograms and the tracker's
-    heartbeat; both cached for ``ttl_s``.
+    ``figures`` (e.g. ``lambda: tracker_figures(engine)``), the lag histograms and the
+    tracker's heartbeat; both cached for ``ttl_s``.
 
     The counts and histograms are computed from every event the tracker holds: they only grow,
     except that an answer to a version later superseded leaves the response histogram.

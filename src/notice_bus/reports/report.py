@@ -2,12 +2,10 @@
 the consumer group looks from the broker, and a status; worst first.
 
 Lags run between broker timestamps (see :mod:`notice_bus.tracker.measures`), so a bureau whose
-clock is
-wrong cannot distort them; its clock skew is reported instead. The status comes from the
+clock is wrong cannot distort them; its clock skew is reported instead. The status comes from the
 acknowledgements first, the evidence every bureau gives whatever its language or consumer
 group; the consumer-side window (:mod:`notice_bus.tracker.group_health`), when the tracker has
-sampled
-the country's group, only refines what is wrong (:func:`country_status`).
+sampled the country's group, only refines what is wrong (:func:`country_status`).
 """
 
 from __future__ import annotations

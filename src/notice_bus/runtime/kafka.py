@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 from kafka import KafkaAdminClient
 from kafka import errors as kerr
 from kafka.errors import KafkaError, KafkaTimeoutError
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
 from notice_bus.errors import BrokerUnavailable
+from notice_bus.runtime.retry import backoff, is_retriable
 from notice_bus.runtime.settings import Settings
 
 log = logging.getLogger("notice_bus.kafka")
@@ -102,19 +104,22 @@ def explain(exc: KafkaError) -> str:
 
 def retry_transient(settings: Settings, what: str, call: Callable[[], _T]) -> _T:
     """``call()``, again while it raises a retriable Kafka error (a partition without a leader
-    right after a broker restarts, say) and ``broker_timeout_s`` has not passed; each retry is
-    logged at WARNING in words. The last error, or any other, is raised as it came."""
-    deadline = time.monotonic() + settings.broker_timeout_s
-    wait = 0.25
-    while True:
-        try:
-            return call()
-        except KafkaError as exc:
-            if not exc.retriable or time.monotonic() + wait > deadline:
-                raise
-            log.warning("%s: %s; retrying in %g s", what, explain(exc), wait)
-        time.sleep(wait)
-        wait = min(2.0, wait * 2)
+    right after a broker restarts, say), for up to ``broker_timeout_s``; each retry is logged at
+    WARNING in words. The last error, or any other, is raised as it came."""
+
+    def say(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        words = explain(exc) if isinstance(exc, KafkaError) else repr(exc)
+        log.warning("%s: %s; retrying in %g s", what, words, wait)
+
+    return Retrying(
+        retry=retry_if_exception(lambda exc: isinstance(exc, KafkaError) and is_retriable(exc)),
+        stop=stop_after_delay(settings.broker_timeout_s),
+        wait=backoff(0.25, 2.0, 0.0),
+        before_sleep=say,
+        reraise=True,
+    )(call)
 
 
 def keep_trying(

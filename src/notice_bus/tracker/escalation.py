@@ -1,8 +1,7 @@
 """Deadlines, overdue detection and escalation: incidents to a webhook, reminders to bureaux.
 
 Overdue, per country, with the deadlines of :class:`~notice_bus.tracker.policy.Policy`; every age
-runs
-from the broker's arrival time, never a bureau's clock:
+runs from the broker's arrival time, never a bureau's clock:
 
 * ``NOT_RECORDED``: a notice version sent to the country with neither a RECORDED nor a REJECTED
   acknowledgement ``record_within_s`` after it arrived. Counted per version, as the report does.

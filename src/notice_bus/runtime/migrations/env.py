@@ -1,7 +1,6 @@
 """Alembic's environment for notice-bus: run by :mod:`notice_bus.runtime.migrations` with a
-connection
-in ``config.attributes`` (inside the caller's transaction), or by the ``alembic`` command with
-``-x role=local|hq|tracker`` and ``sqlalchemy.url`` set."""
+connection in ``config.attributes`` (inside the caller's transaction), or by the ``alembic``
+command with ``-x role=local|hq|tracker`` and ``sqlalchemy.url`` set."""
 
 from __future__ import annotations
 
