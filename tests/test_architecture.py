@@ -1,7 +1,7 @@
 """The package layout's rule, read from the source with ``ast``: imports only go down.
 
-errors <- runtime <- wire <- the roles (hq, bureau, tracker) <- reports <- cli and the public
-``notice_bus/__init__.py``. HQ, the bureau and the tracker never import one another: what two
+errors <- runtime <- wire <- trust <- the roles (hq, bureau, tracker) <- reports <- cli and the
+public ``notice_bus/__init__.py``. HQ, the bureau and the tracker never import one another: what two
 roles share lives in ``wire`` or ``runtime``, so a bureau's adapter ships without HQ's code
 and the tracker without the adapter's. ``reports`` read the tracker's store.
 """
@@ -20,8 +20,9 @@ ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "runtime": {"errors"},
     "wire": {"errors", "runtime"},
-    **{role: {"errors", "runtime", "wire"} for role in ROLES},
-    "reports": {"errors", "runtime", "wire", "tracker"},
+    "trust": {"errors", "runtime", "wire"},
+    **{role: {"errors", "runtime", "wire", "trust"} for role in ROLES},
+    "reports": {"errors", "runtime", "wire", "trust", "tracker"},
 }
 
 

@@ -113,3 +113,36 @@ class BrokerSetupError(NoticeBusError):
 class OutputError(NoticeBusError):
     """A file or folder notice-bus was asked to write (a report, a broker's data) could not be
     created."""
+
+
+class SignatureInvalid(NoticeBusError):
+    """A record's signature or MAC is missing, malformed, made with an unknown, retired or
+    revoked key, or does not match: the record is not trusted."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class KeyringInvalid(ConfigError):
+    """The keyring file or record is malformed or not signed by the configured root key."""
+
+
+class SecurityError(NoticeBusError):
+    """The cluster refused who we are or what we asked; never retried, never a time-out."""
+
+
+class AuthenticationFailed(SecurityError):
+    """The Kafka cluster refused this client's identity (a wrong password, an unknown or
+    revoked user, a certificate it does not trust). Trying again with the same credentials
+    cannot work: what must change is the configuration."""
+
+
+class AccessDenied(SecurityError):
+    """The Kafka cluster knows this client but its ACLs forbid what was asked (reading a topic,
+    writing one, joining a group). ``principal`` and ``resource`` name who and what."""
+
+    def __init__(self, reason: str, *, principal: str = "", resource: str = "") -> None:
+        self.principal = principal
+        self.resource = resource
+        super().__init__(reason)

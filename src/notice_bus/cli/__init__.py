@@ -5,6 +5,7 @@ options (:class:`~notice_bus.cli.common.Command`) and what they do.
 - :mod:`~notice_bus.cli.hq`: ``publish``, ``cancel``, ``relay``, ``bootstrap``
 - :mod:`~notice_bus.cli.bureau`: ``adapter``, ``dlq list|replay``, ``respond``
 - :mod:`~notice_bus.cli.tracker`: ``tracker``, ``report``, ``dashboard``
+- :mod:`~notice_bus.cli.trust`: ``pki``, ``acl apply|show``, ``bureau revoke``
 - :mod:`~notice_bus.cli.admin`: ``demo``, ``db upgrade``
 
 A new command goes in its group's ``COMMANDS`` and in :data:`ORDER`. Errors print one line and
@@ -20,7 +21,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from notice_bus.cli import admin, broker, bureau, hq, tracker
+from notice_bus.cli import admin, broker, bureau, hq, tracker, trust
 from notice_bus.cli.common import DESCRIPTION, Command, Help, Parser, package_version
 from notice_bus.cli.exit_codes import EX_INTERRUPTED, EX_SOFTWARE, exit_code
 from notice_bus.errors import NoticeBusError
@@ -33,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     **bureau.COMMANDS,
     **tracker.COMMANDS,
     **admin.COMMANDS,
+    **trust.COMMANDS,
 }
 #: The order of ``notice-bus --help``.
 ORDER = (
@@ -49,10 +51,14 @@ ORDER = (
     "report",
     "dashboard",
     "respond",
+    "pki",
+    "acl apply",
+    "acl show",
+    "bureau revoke",
     "demo",
     "db upgrade",
 )
-_GROUPS = {**broker.GROUPS, **bureau.GROUPS, **admin.GROUPS}
+_GROUPS = {**broker.GROUPS, **bureau.GROUPS, **admin.GROUPS, **trust.GROUPS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

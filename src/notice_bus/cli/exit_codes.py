@@ -3,7 +3,8 @@
 0 done (a cancel of a notice cancelled already included), 64 usage, 65 bad input data (an
 invalid notice or file, a change HQ's records refuse), 69 the broker or a database unavailable,
 70 internal error, 73 an output that cannot be created, 75 a temporary failure worth retrying,
-78 configuration, 130 interrupted. README's table lists them for users.
+77 refused by the cluster's security (credentials, ACLs), 78 configuration, 130 interrupted.
+README's table lists them for users.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from notice_bus.errors import (
     NoticeBusError,
     OutputError,
     SchemaError,
+    SecurityError,
     TransientError,
 )
 
@@ -28,6 +30,7 @@ EX_DATAERR = 65
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
+EX_NOPERM = 77
 EX_TEMPFAIL = 75
 EX_CONFIG = 78
 #: The exit code of each error class; an error takes that of its nearest class here.
@@ -46,6 +49,8 @@ EXIT_CODES: dict[type[BaseException], int] = {
     LocalSystemUnavailable: EX_UNAVAILABLE,  # HQ's or the tracker's database too
     BrokerSetupError: EX_UNAVAILABLE,  # no Java, no Maven: a support program is missing
     OutputError: EX_CANTCREAT,
+    # Refused credentials or ACLs: neither a bad notice nor worth retrying as it is.
+    SecurityError: EX_NOPERM,
 }
 
 

@@ -5,6 +5,7 @@ errors, and the few calls kafka-python 3.0 has no public API for, each isolated 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +17,7 @@ from kafka import errors as kerr
 from kafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
-from notice_bus.errors import BrokerUnavailable
+from notice_bus.errors import BrokerUnavailable, ConfigError
 from notice_bus.runtime.retry import backoff, is_retriable
 from notice_bus.runtime.settings import Settings
 
@@ -41,17 +42,51 @@ def kafka_config(settings: Settings, client_id: str, *, producer: bool = False) 
     }
     if producer:
         config["max_block_ms"] = timeout_ms
+    config |= security_config(settings)
+    if settings.secured:
+        from notice_bus.runtime.identity import check_identity
+
+        check_identity(settings)  # a refused identity said in words, once per process
+    return config
+
+
+def security_config(settings: Settings) -> dict[str, Any]:
+    """kafka-python's options for ``settings``' identity: none for PLAINTEXT; TLS checked
+    against ``ssl_cafile`` (host names too); a client certificate for SSL, a SCRAM user for
+    SASL_SSL. Every client gets them here, so no role can connect without them."""
+    if not settings.secured:
+        return {}
+    for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "sasl_password_file"):
+        path = getattr(settings, name)
+        if path and not os.access(path, os.R_OK):
+            raise ConfigError(f"setting {name}: cannot read {path}")
+    config: dict[str, Any] = {
+        "security_protocol": settings.security_protocol,
+        "ssl_cafile": settings.ssl_cafile,
+        "ssl_check_hostname": True,
+    }
+    if settings.security_protocol == "SSL":
+        config["ssl_certfile"] = settings.ssl_certfile
+        config["ssl_keyfile"] = settings.ssl_keyfile
+    else:
+        config["sasl_mechanism"] = settings.sasl_mechanism
+        config["sasl_plain_username"] = settings.sasl_username
+        config["sasl_plain_password"] = settings.password()
     return config
 
 
 def connecting(settings: Settings) -> None:
     """Say, at INFO, which cluster this process connects to: once per address, so that a
     service's many clients and reconnections do not repeat it."""
+    from notice_bus.runtime.identity import identity_of
+
     with _ANNOUNCED_LOCK:
-        if settings.bootstrap_servers in _ANNOUNCED:
-            return
+        first = settings.bootstrap_servers not in _ANNOUNCED
         _ANNOUNCED.add(settings.bootstrap_servers)
-    log.info("connecting to Kafka at %s", settings.bootstrap_servers)
+    if first:
+        log.info(
+            "connecting to Kafka at %s as %s", settings.bootstrap_servers, identity_of(settings)
+        )
 
 
 _ANNOUNCED: set[str] = set()
@@ -66,6 +101,7 @@ def unreachable(settings: Settings, exc: KafkaError) -> BrokerUnavailable:
         return BrokerUnavailable(
             f"no Kafka broker answered at {where} within {settings.broker_timeout_s:g} s"
             " (setting broker_timeout_s, NOTICE_BUS_BROKER_TIMEOUT_S)"
+            + ("" if settings.secured else "; if that cluster is secured, set security_protocol")
         )
     return BrokerUnavailable(f"cannot reach Kafka at {where}: {explain(exc)}")
 

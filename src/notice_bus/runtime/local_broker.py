@@ -137,9 +137,16 @@ def _properties(path: Path) -> dict[str, str]:
     return {k.strip(): v.strip() for k, sep, v in pairs if sep}
 
 
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise BrokerSetupError(f"cannot read {path}: {exc.strerror}") from exc
+
+
 def _kept_ports(workdir: Path) -> dict[str, int]:
     """The ports of the listeners a previous start wrote, by listener name (PLAINTEXT,
-    CONTROLLER)."""
+    SASL_SSL, SSL, CONTROLLER)."""
     listeners = _properties(workdir / "server.properties").get("listeners", "")
     found = re.findall(r"(\w+)://[^:,]*:(\d+)", listeners)
     return {name: int(port) for name, port in found}
@@ -149,16 +156,28 @@ class LocalBroker:
     """Start with :meth:`start` (or ``with``); :attr:`bootstrap_servers` is its address."""
 
     def __init__(
-        self, workdir: Path | None = None, *, heap_mb: int = 768, port: int | None = None
+        self,
+        workdir: Path | None = None,
+        *,
+        heap_mb: int = 768,
+        port: int | None = None,
+        pki: Path | None = None,
     ) -> None:
         """``workdir``: a folder to keep the data in (and find it again); default a temporary
         one, removed by :meth:`stop`. ``port``: the client port; default the one kept in
-        ``workdir``, else a free one."""
+        ``workdir``, else a free one. ``pki``: a folder of ``notice-bus pki``'s; the broker
+        then trusts nobody it does not know (see :meth:`_security`)."""
         self._own_dir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-kafka-"))
         self.heap_mb = heap_mb
+        self.pki = pki.resolve() if pki else None
         kept = _kept_ports(self.workdir)
-        self.port = port or kept.get("PLAINTEXT") or free_port()
+        client = "SASL_SSL" if self.pki else "PLAINTEXT"
+        self.port = port or kept.get(client) or free_port()
+        tls = kept.get("SSL")
+        if tls is None or tls == self.port or not port_is_free(tls):
+            tls = free_port()
+        self.tls_port = tls
         # Clients never see the controller's port: a new one will do if the old one is taken.
         controller = kept.get("CONTROLLER")
         if controller is None or controller == self.port or not port_is_free(controller):
@@ -171,7 +190,13 @@ class LocalBroker:
 
     @property
     def bootstrap_servers(self) -> str:
+        """The client listener: PLAINTEXT, or SASL_SSL (SCRAM) when secured."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """When secured, the mutual-TLS listener (security_protocol SSL)."""
+        return f"127.0.0.1:{self.tls_port}"
 
     @property
     def log_file(self) -> Path:
@@ -199,6 +224,7 @@ class LocalBroker:
                 "-c",
                 str(config),
                 "--ignore-formatted",
+                *self._scram_at_format(),
             ],
             capture_output=True,
             text=True,
@@ -247,6 +273,66 @@ class LocalBroker:
     ) -> None:
         self.stop()
 
+    def _scram_at_format(self) -> list[str]:
+        """The admin's SCRAM credential, which must exist before anyone can create the others."""
+        if self.pki is None:
+            return []
+        password = _read_secret(self.pki / "admin" / "scram.password")
+        return ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={password}]"]
+
+    def _listeners(self) -> list[str]:
+        c = self.controller_port
+        if self.pki is None:
+            return [
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{c}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ]
+        return [
+            f"listeners=SASL_SSL://127.0.0.1:{self.port},SSL://127.0.0.1:{self.tls_port},"
+            f"CONTROLLER://127.0.0.1:{c}",
+            f"advertised.listeners=SASL_SSL://127.0.0.1:{self.port},"
+            f"SSL://127.0.0.1:{self.tls_port}",
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,SSL:SSL,CONTROLLER:SSL",
+            *self._security(),
+        ]
+
+    def _security(self) -> list[str]:
+        """A broker that lets nobody in unannounced: TLS on every listener (the CA of ``pki``),
+        SCRAM-SHA-512 on the client port, mutual TLS on the other and between the broker and
+        its controller, and ACLs for everything (no ACL, no access). Super users: the
+        broker itself and ``admin``. A certificate's principal is its CN."""
+        assert self.pki is not None
+        return [
+            "inter.broker.listener.name=SSL",
+            "ssl.keystore.type=PEM",
+            f"ssl.keystore.location={self.pki / 'broker' / 'server.pem'}",
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={self.pki / 'ca.crt'}",
+            "listener.name.ssl.ssl.client.auth=required",
+            "listener.name.controller.ssl.client.auth=required",
+            "sasl.enabled.mechanisms=SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.principal.mapping.rules=RULE:^CN=([^,]+),.*$/$1/,RULE:^CN=([^,]+)$/$1/,DEFAULT",
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=false",
+            "super.users=User:broker;User:admin",
+        ]
+
+    def admin_config(self) -> dict[str, object]:
+        """kafka-python options of a client that may do anything: admin's, when secured."""
+        if self.pki is None:
+            return {"bootstrap_servers": self.bootstrap_servers}
+        return {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": "SASL_SSL",
+            "ssl_cafile": str(self.pki / "ca.crt"),
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_plain_username": "admin",
+            "sasl_plain_password": _read_secret(self.pki / "admin" / "scram.password"),
+        }
+
     def _write_config(self) -> Path:
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
@@ -260,11 +346,8 @@ class LocalBroker:
                     "process.roles=broker,controller",
                     "node.id=1",
                     f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
-                    f"listeners=PLAINTEXT://127.0.0.1:{self.port},"
-                    f"CONTROLLER://127.0.0.1:{self.controller_port}",
-                    f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                    *self._listeners(),
                     "controller.listener.names=CONTROLLER",
-                    "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     f"log.dirs={self.workdir / 'data'}",
                     # One node: internal topics get one replica; few partitions start faster.
                     "offsets.topic.replication.factor=1",
@@ -294,9 +377,7 @@ class LocalBroker:
             if self._proc is None or self._proc.poll() is not None:
                 raise BrokerSetupError(f"Kafka exited during start-up:\n{self._tail()}")
             try:
-                admin = KafkaAdminClient(
-                    bootstrap_servers=self.bootstrap_servers, request_timeout_ms=5000
-                )
+                admin = KafkaAdminClient(**self.admin_config(), request_timeout_ms=5000)
                 try:
                     admin.describe_cluster()
                     return

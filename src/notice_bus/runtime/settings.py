@@ -13,13 +13,19 @@ import math
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from notice_bus.errors import ConfigError
 
 STATE_DIR = Path(".notice-bus")
+#: Each security protocol, and the settings it cannot do without.
+_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "PLAINTEXT": (),
+    "SSL": ("ssl_cafile", "ssl_certfile", "ssl_keyfile"),
+    "SASL_SSL": ("ssl_cafile", "sasl_username"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +83,31 @@ class Settings:
     #: reminded on the country's reminders topic.
     webhook_url: str = ""
     reminder_interval_s: float = 3600.0
+    #: How this process proves who it is to Kafka: PLAINTEXT (nobody: a closed network or
+    #: tests), SSL (mutual TLS, the certificate's CN is the principal) or SASL_SSL (TLS, and a
+    #: SCRAM-SHA-512 user and password). ``notice-bus pki`` writes a settings file of these for
+    #: each principal. Secrets come from a file or the environment, never the command line.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-512"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    sasl_password_file: str = ""
+    #: The CA that signed the brokers' certificates; with SSL, this client's own certificate
+    #: and key (PEM).
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    #: HQ: the Ed25519 key that signs every notice event. Bureaus: the keyring's root public
+    #: key, the trust anchor every signature is checked against (empty: no check; refused on
+    #: a secured cluster).
+    signing_key_file: str = ""
+    root_key_file: str = ""
+    #: A bureau: its key for acknowledgements and answers. HQ and the tracker: the master
+    #: secret every bureau's key derives from.
+    ack_key_file: str = ""
+    ack_master_file: str = ""
+    #: The bureaus and hubs the cluster's ACLs grant (``notice-bus pki`` writes it).
+    principals_file: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.broker_timeout_s < math.inf:
@@ -84,6 +115,36 @@ class Settings:
                 f"setting 'broker_timeout_s' must be a positive number of seconds,"
                 f" got {self.broker_timeout_s!r}"
             )
+        if self.security_protocol not in _PROTOCOLS:
+            raise ConfigError(
+                f"setting 'security_protocol' must be one of {', '.join(_PROTOCOLS)},"
+                f" got {self.security_protocol!r}"
+            )
+        needed = _PROTOCOLS[self.security_protocol]
+        if self.security_protocol == "SASL_SSL" and not self.sasl_password_file:
+            needed = (*needed, "sasl_password")
+        missing = [name for name in needed if not getattr(self, name)]
+        if missing:
+            raise ConfigError(
+                f"security_protocol {self.security_protocol} needs the setting(s)"
+                f" {', '.join(missing)} (NOTICE_BUS_{missing[0].upper()}, or notice-bus pki's"
+                " settings file)"
+            )
+
+    @property
+    def secured(self) -> bool:
+        return self.security_protocol != "PLAINTEXT"
+
+    def password(self) -> str:
+        """The SASL password, from ``sasl_password`` or else ``sasl_password_file``."""
+        if self.sasl_password or not self.sasl_password_file:
+            return self.sasl_password
+        try:
+            return Path(self.sasl_password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read sasl_password_file {self.sasl_password_file}: {exc.strerror}"
+            ) from exc
 
     def with_(self, **changes: Any) -> Settings:
         """A copy with some fields changed."""

@@ -46,9 +46,17 @@ class TopicNames:
     def reminders(self, country: str) -> str:
         return f"{self.prefix}reminders.{country}"
 
+    def requests(self, country: str) -> str:
+        return f"{self.prefix}requests.{country}"
+
     @property
     def schemas(self) -> str:
         return f"{self.prefix}_schemas"
+
+    @property
+    def keyring(self) -> str:
+        """HQ's signing keys, as the offline root signed them (compacted, read by everyone)."""
+        return f"{self.prefix}_keyring"
 
     def pattern(self, kind: str) -> str:
         """A regex that matches the ``kind`` topic (notices, acks) of every country."""
@@ -87,6 +95,11 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
     rf = settings.replication_factor
     wanted: dict[str, dict[str, Any]] = {
         names.schemas: {
+            "num_partitions": 1,
+            "replication_factor": rf,
+            "configs": {"cleanup.policy": "compact"},
+        },
+        names.keyring: {
             "num_partitions": 1,
             "replication_factor": rf,
             "configs": {"cleanup.policy": "compact"},

@@ -1,0 +1,146 @@
+"""Is this process who it says it is? A check, before its first client, that the cluster
+accepts its credentials, so that a refusal is said at once and in words.
+
+kafka-python 3.0 treats a refused password or certificate like an unreachable broker: it tries
+again until ``bootstrap_timeout_ms`` and then raises "Unable to bootstrap", a time-out, with the
+real cause only in its log. The check tries one client in a thread and listens to that log
+(kafka-python has no public hook for a connection's failure): the first refusal it hears ends
+the wait, as :class:`~notice_bus.errors.AuthenticationFailed` or a ConfigError naming the cause.
+A cluster that does not answer at all is BrokerUnavailable, as it would be for the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+
+from notice_bus.errors import AuthenticationFailed, ConfigError, NoticeBusError
+from notice_bus.runtime.settings import Settings
+
+#: The logger whose "Bootstrap connection to ... failed: <exception>" warnings carry the cause.
+KAFKA_CONNECTIONS_LOGGER = "kafka.net.manager"
+_CHECKED: set[tuple[str, ...]] = set()
+_LOCK = threading.Lock()
+
+
+def check_identity(settings: Settings) -> None:
+    """Raise what the cluster says of ``settings``' credentials, if it refuses them; once per
+    process and identity once accepted. Nothing to check for PLAINTEXT."""
+    if not settings.secured:
+        return
+    who = (
+        settings.bootstrap_servers,
+        settings.security_protocol,
+        settings.sasl_username,
+        hashlib.sha256(settings.password().encode()).hexdigest(),  # kept in memory only
+        settings.ssl_certfile,
+    )
+    with _LOCK:
+        if who in _CHECKED:
+            return
+        refusal = _try(settings)
+        if refusal is None:
+            _CHECKED.add(who)
+            return
+    raise refusal
+
+
+def identity_of(settings: Settings) -> str:
+    """Who ``settings`` claim to be, in words: the SCRAM user or the certificate file."""
+    if settings.security_protocol == "SASL_SSL":
+        return f"user {settings.sasl_username} ({settings.sasl_mechanism})"
+    if settings.security_protocol == "SSL":
+        return f"the certificate {settings.ssl_certfile}"
+    return "nobody (PLAINTEXT)"
+
+
+def refusal_of(settings: Settings, exc: BaseException) -> NoticeBusError | None:
+    """The error to raise for ``exc``, a connection's failure, if it is a refusal."""
+    where, who = settings.bootstrap_servers, identity_of(settings)
+    name = type(exc).__name__
+    text = str(exc)
+    if isinstance(exc, SaslAuthenticationFailedError) and settings.security_protocol == "SSL":
+        return ConfigError(
+            f"Kafka at {where} asks for a SASL user at that port, and security_protocol is SSL:"
+            " use the cluster's mutual-TLS port, or security_protocol SASL_SSL"
+        )
+    if isinstance(exc, SaslAuthenticationFailedError):
+        return AuthenticationFailed(
+            f"Kafka at {where} refused {who}: a wrong password, or a user it does not know"
+            f" (never issued, or revoked) [{name}]"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return ConfigError(f"Kafka at {where} does not offer {settings.sasl_mechanism} [{name}]")
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        return AuthenticationFailed(
+            f"the broker at {where} shows a certificate that ssl_cafile"
+            f" {settings.ssl_cafile} did not sign: the wrong CA file, or not our cluster"
+        )
+    if "ALERT" in text and "CERTIFICATE" in text.upper():
+        return AuthenticationFailed(
+            f"Kafka at {where} refused {who}: a certificate it does not trust (another CA,"
+            f" expired), or none where it requires one [{text.split(']')[0].strip('[')}]"
+        )
+    if name == "InvalidReceiveError" or "WRONG_VERSION_NUMBER" in text:
+        return ConfigError(
+            f"Kafka at {where} does not speak security_protocol {settings.security_protocol}"
+            " at that port: check the address and the setting"
+        )
+    return None
+
+
+class _Listen(logging.Handler):
+    """Keeps the first refusal among the connection failures kafka-python logs."""
+
+    def __init__(self, settings: Settings, heard: threading.Event) -> None:
+        super().__init__(logging.WARNING)
+        self.settings = settings
+        self.heard = heard
+        self.refusal: NoticeBusError | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args: Any = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if isinstance(arg, BaseException) and self.refusal is None:
+                self.refusal = refusal_of(self.settings, arg)
+                if self.refusal is not None:
+                    self.heard.set()
+
+
+def _try(settings: Settings) -> NoticeBusError | None:
+    from notice_bus.runtime.kafka import kafka_config, security_config, unreachable
+
+    done = threading.Event()
+    listen = _Listen(settings, done)
+    logger = logging.getLogger(KAFKA_CONNECTIONS_LOGGER)
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(listen)
+    logger.setLevel(logging.WARNING)  # the CLI silences kafka-python's logs; we need these
+    logger.propagate = False  # heard here, not printed
+
+    failed: list[KafkaError] = []
+
+    def attempt() -> None:
+        try:
+            plain = kafka_config(settings.with_(security_protocol="PLAINTEXT"), "notice-bus-id")
+            KafkaAdminClient(**plain | security_config(settings)).close()
+        except KafkaError as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    try:
+        threading.Thread(target=attempt, name="identity-check", daemon=True).start()
+        done.wait(settings.broker_timeout_s + 5)
+    finally:
+        logger.removeHandler(listen)
+        logger.setLevel(level)
+        logger.propagate = propagate
+    if listen.refusal is None and failed:
+        return unreachable(settings, failed[0])  # said once, not again by the caller's wait
+    return listen.refusal

@@ -1,0 +1,1 @@
+"""Trust between HQ and the bureaus: notice signatures, HQ's keyring, acknowledgement MACs."""
