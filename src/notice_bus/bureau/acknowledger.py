@@ -11,6 +11,7 @@ from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerUnavailable, InvalidMessage
 from notice_bus.runtime.kafka import explain
+from notice_bus.trust.ack_mac import AckSigner
 from notice_bus.wire.codec import AvroCodec
 from notice_bus.wire.model import Ack, AckStatus, NoticeEvent
 from notice_bus.wire.topics import TopicNames
@@ -35,8 +36,10 @@ class Acknowledger:
         adapter_id: str,
         codec: AvroCodec,
         clock: Callable[[], datetime],
+        mac: AckSigner | None = None,
     ) -> None:
         self._producer = producer
+        self._mac = mac
         self._acks_topic = names.acks(country)
         self._dlq_topic = names.dead_letters(country)
         self._country = country
@@ -102,11 +105,9 @@ class Acknowledger:
         return [parked, self._send(ack)]
 
     def _send(self, ack: Ack) -> Any:
+        key, value = ack.notice_id.encode(), self._codec.encode(ack.to_avro())
+        headers = self._mac.headers(key, value) if self._mac else None
         try:
-            return self._producer.send(
-                self._acks_topic,
-                key=ack.notice_id.encode(),
-                value=self._codec.encode(ack.to_avro()),
-            )
+            return self._producer.send(self._acks_topic, key=key, value=value, headers=headers)
         except KafkaError as exc:  # send() itself fails when the broker is gone for long
             raise BrokerUnavailable(f"acknowledgement not sent: {explain(exc)}") from exc

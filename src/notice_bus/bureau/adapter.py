@@ -56,6 +56,7 @@ from notice_bus.errors import (
     TransientError,
 )
 from notice_bus.runtime.committer import Committer
+from notice_bus.runtime.identity import check_access
 from notice_bus.runtime.kafka import (
     corked,
     explain,
@@ -63,6 +64,7 @@ from notice_bus.runtime.kafka import (
 )
 from notice_bus.runtime.retry import retrying
 from notice_bus.runtime.settings import Settings
+from notice_bus.trust.keyring_topic import bureau_trust
 from notice_bus.wire.codec import SchemaStore
 from notice_bus.wire.groups import DEFAULT_HUB, group_id, hub_group_id
 from notice_bus.wire.model import utcnow
@@ -122,6 +124,12 @@ class Adapter:
         self._closed = False
         self._rewind_on_assign = from_beginning
         self._owns_producer = producer is None
+        if settings.secured:  # forbidden topics would be left out of the assignment, silently
+            check_access(
+                settings,
+                [t(cc) for cc in self.countries for t in (names.notices, names.reminders)],
+                group,
+            )
         self._consumer, producer = open_clients(
             settings, f"notice-bus-adapter-{label}", group, instance_id, producer
         )
@@ -130,7 +138,10 @@ class Adapter:
         self.metrics = metrics or AdapterMetrics()
         self._flow = Flow(self._consumer, settings, self.metrics)
         # by topic: the notices and reminders of each country
-        self._lanes = make_lanes(sinks, producer, names, store, self.adapter_id, clock)
+        checker, macs = bureau_trust(settings, self.countries)
+        self._lanes = make_lanes(
+            sinks, producer, names, store, self.adapter_id, clock, checker, macs
+        )
         self.lanes = list(dict.fromkeys(self._lanes.values()))  # one per country
         self._by_country = {lane.country: lane for lane in self.lanes}
         self._writers = Writers(min(_WRITERS, len(sinks)))

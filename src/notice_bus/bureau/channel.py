@@ -18,6 +18,7 @@ from notice_bus.bureau.sinks.sink import Sink
 from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError
 from notice_bus.runtime.kafka import connecting, explain, kafka_config, unreachable
 from notice_bus.runtime.settings import Settings
+from notice_bus.trust.ack_mac import AckSigner, signer_for
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.model import Answer, Reminder, Response, utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
@@ -37,9 +38,11 @@ class BureauChannel:
         *,
         every_s: float = 1.0,
         first_after_s: float = 0.0,
+        mac: AckSigner | None = None,
     ) -> None:
         self._producer = producer
         self._country = country
+        self._mac = mac
         self.reminders_topic = names.reminders(country)
         self._responses_topic = names.responses(country)
         self._reminders = AvroCodec(load_schema("reminder"), store)
@@ -84,6 +87,7 @@ class BureauChannel:
                     self._responses_topic,
                     [r for _, r in pending],
                     self._country,
+                    self._mac,
                 )
                 sink.responses_sent([h for h, _ in pending])
         except NoticeBusError as exc:
@@ -96,20 +100,23 @@ class BureauChannel:
 
 
 def send(
-    producer: Any, codec: AvroCodec, topic: str, answers: Sequence[Response], country: str
+    producer: Any,
+    codec: AvroCodec,
+    topic: str,
+    answers: Sequence[Response],
+    country: str,
+    mac: AckSigner | None,
 ) -> None:
-    """Send answers for ``country`` and wait until the broker has them."""
+    """Send answers for ``country``, with ``mac``'s tag, and wait until the broker has them."""
     try:
-        futures = [
-            producer.send(
-                topic,
-                key=a.notice_id.encode(),
-                value=codec.encode(
-                    Response(country, a.notice_id, a.answer, a.at, a.responder, a.text).to_avro()
-                ),
+        futures = []
+        for a in answers:
+            key = a.notice_id.encode()
+            value = codec.encode(
+                Response(country, a.notice_id, a.answer, a.at, a.responder, a.text).to_avro()
             )
-            for a in answers
-        ]
+            headers = mac.headers(key, value) if mac else None
+            futures.append(producer.send(topic, key=key, value=value, headers=headers))
         producer.flush(timeout=30)
         for f in futures:
             f.get(timeout=30)
@@ -144,6 +151,7 @@ def respond(
             TopicNames(settings.topic_prefix).responses(country),
             [response],
             country,
+            signer_for(settings, country),
         )
     finally:
         producer.close(timeout=10)

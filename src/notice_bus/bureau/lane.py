@@ -29,6 +29,8 @@ from notice_bus.errors import (
     LocalSystemUnavailable,
     SchemaError,
 )
+from notice_bus.trust.ack_mac import AckSigner
+from notice_bus.trust.keyring_topic import NoticeChecker
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.model import NOT_ADDRESSED, AckStatus, Action, NoticeEvent
 from notice_bus.wire.topics import TopicNames
@@ -72,14 +74,17 @@ class Lane:
         clock: Callable[[], datetime],
         answers_every_s: float = 1.0,
         answers_first_after_s: float = 0.0,
+        checker: NoticeChecker | None = None,
+        mac: AckSigner | None = None,
     ) -> None:
         self.country = country
+        self._checker = checker
         self.sink = sink
         self._clock = clock
         self.topic = names.notices(country)
         self._events = AvroCodec(load_schema("notice_event"), store)
         acks = AvroCodec(load_schema("ack"), store)
-        self.say = Acknowledger(producer, names, country, adapter_id, acks, clock)
+        self.say = Acknowledger(producer, names, country, adapter_id, acks, clock, mac)
         self.channel = BureauChannel(
             producer,
             names,
@@ -87,6 +92,7 @@ class Lane:
             store,
             every_s=answers_every_s,
             first_after_s=answers_first_after_s,
+            mac=mac,
         )
         self.held: Batch | None = None  # a batch waiting for the local system
 
@@ -103,6 +109,7 @@ class Lane:
                 batch.reminders.append(record)
                 continue
             try:
+                self._verify(record)
                 event = self._decode(record)
                 event = self._validate(record, event)
             except InvalidMessage as exc:
@@ -166,6 +173,14 @@ class Lane:
             AckStatus.RECORDED, batch.recorded, received_at=batch.received_at
         )
 
+    def _verify(self, record: Any) -> None:
+        """HQ's signature, checked before anything else reads the record: a record without a
+        valid one is dead-lettered and never reaches the local system."""
+        if self._checker is not None:
+            problem = self._checker.problem(record)
+            if problem is not None:
+                raise self._invalid(record, f"not signed by HQ: {problem}")
+
     def _decode(self, record: Any) -> NoticeEvent:
         if record.value is None:
             raise self._invalid(record, "empty record")
@@ -227,8 +242,11 @@ def make_lanes(
     store: SchemaStore,
     adapter_id: str,
     clock: Callable[[], datetime],
+    checker: NoticeChecker | None = None,
+    macs: Mapping[str, AckSigner | None] | None = None,
 ) -> dict[str, Lane]:
-    """A lane per country of ``sinks``, by each of its topics (notices and reminders)."""
+    """A lane per country of ``sinks``, by each of its topics (notices and reminders);
+    ``checker`` checks HQ's signatures, ``macs`` tag each country's acknowledgements."""
     lanes: dict[str, Lane] = {}
     # Answers are due in hours; a hub of many countries looks for them less often than once a
     # second each (a query per country per second): 196 countries look every 20 s, ten queries
@@ -245,6 +263,8 @@ def make_lanes(
             clock=clock,
             answers_every_s=every_s,
             answers_first_after_s=every_s * i / len(sinks),
+            checker=checker,
+            mac=(macs or {}).get(country),
         )
         lanes.update(dict.fromkeys(lane.topics, lane))
     return lanes

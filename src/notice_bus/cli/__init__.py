@@ -55,6 +55,7 @@ ORDER = (
     "acl apply",
     "acl show",
     "bureau revoke",
+    "keys rotate",
     "demo",
     "db upgrade",
 )

@@ -67,6 +67,20 @@ def _cmd_topics_init(args: argparse.Namespace, settings: Settings) -> int:
 
     created = init_topics(settings, args.countries)
     print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
+    if settings.secured:
+        # Only HQ and admin may write the schema topic: register every schema now, so that
+        # a bureau's or the tracker's codec finds its own there.
+        from notice_bus.wire.codec import load_schema, schema_dir
+        from notice_bus.wire.schema_registry import KafkaSchemaStore
+
+        store = KafkaSchemaStore(settings)
+        for path in sorted(schema_dir().glob("*.avsc")):
+            store.register(load_schema(path.stem))
+        if settings.principals_file:
+            from notice_bus.cli.trust import applied
+            from notice_bus.trust.acl import apply_registry
+
+            print(applied(apply_registry(settings)))
     return 0
 
 

@@ -73,11 +73,11 @@ def _cmd_acl_apply(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.trust.acl import apply_registry
 
     done = apply_registry(settings)
-    print(_applied(done))
+    print(applied(done))
     return 0
 
 
-def _applied(done: object) -> str:
+def applied(done: object) -> str:
     from notice_bus.trust.acl import Applied
 
     assert isinstance(done, Applied)
@@ -114,11 +114,37 @@ def _cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("give a country, or --hub NAME")
     name = hub_name(args.hub) if args.hub else bureau_name(args.country)
     done = revoke(settings, name, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-    print(f"revoked {name}: {_applied(done)}")
+    print(f"revoked {name}: {applied(done)}")
+    return 0
+
+
+def _rotate_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--root-key", required=True, help="the offline root's private key file")
+    c.add_argument(
+        "--revoke",
+        action="store_true",
+        help="the current key may have leaked: invalidate all it signed, and sign the notices"
+        " again with the new key",
+    )
+
+
+def _cmd_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.trust.rotation import rotate
+
+    keyring, signed = rotate(settings, args.root_key, revoke=args.revoke)
+    current = keyring.current("hq")
+    print(f"keyring version {keyring.version}: HQ signs with key {current.kid} from now on")
+    if args.revoke:
+        print(f"signed again: {signed} notice records")
     return 0
 
 
 COMMANDS = {
+    "keys rotate": Command(
+        "give HQ a new signing key (the old one retired, or revoked with --revoke)",
+        _rotate_args,
+        _cmd_rotate,
+    ),
     "pki": Command(
         "issue a CA, certificates and SCRAM passwords for HQ, the tracker, bureaus and hubs,"
         " and HQ's signing keys (idempotent; files 0600)",

@@ -54,6 +54,8 @@ from notice_bus.runtime.kafka import (
     retry_transient,
 )
 from notice_bus.runtime.settings import Settings
+from notice_bus.trust.keyring_topic import hq_signer
+from notice_bus.trust.signing import Signer
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.model import NOT_ADDRESSED, WITHDRAWN, NoticeEvent, Person, utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
@@ -125,6 +127,7 @@ class HQ:
         store = schemas if schemas is not None else KafkaSchemaStore(settings)
         self._codec = AvroCodec(load_schema("notice_event"), store)
         self._producer: Any = None
+        self._signer: Signer | None = None
         self._admin: Any = None
         self._known: list[str] | None = None
         self._looked_at = 0.0
@@ -308,16 +311,19 @@ class HQ:
     def _send(self, rows: Sequence[Any]) -> None:
         try:
             if self._producer is None:
+                self._signer = hq_signer(self.settings)  # the keyring published first
                 self._producer = KafkaProducer(
                     enable_idempotence=True,  # a retried send is written once
                     acks="all",
                     **kafka_config(self.settings, "notice-bus-hq", producer=True),
                     linger_ms=5,
                 )
-            producer = self._producer
+            producer, signer = self._producer, self._signer
             # Right after a broker restarts its partitions have no leader for a moment:
             # retried, not reported. A row sent twice is harmless (same key and version).
-            retry_transient(self.settings, "sending to Kafka", lambda: _send_all(producer, rows))
+            retry_transient(
+                self.settings, "sending to Kafka", lambda: _send_all(producer, rows, signer)
+            )
         except KafkaError as exc:
             raise BrokerUnavailable(
                 f"sending to Kafka at {self.settings.bootstrap_servers} failed"
@@ -326,11 +332,19 @@ class HQ:
             ) from exc
 
 
-def _send_all(producer: Any, rows: Sequence[Any]) -> None:
-    """Send ``rows`` (outbox rows) and wait until the broker has every one."""
+def _send_all(producer: Any, rows: Sequence[Any], signer: Signer | None) -> None:
+    """Send ``rows`` (outbox rows), signed by ``signer``, and wait until the broker has every
+    one. An event goes to many countries: it is signed once (the topic is not signed)."""
     announce_topics(producer, {r.topic for r in rows})
+    signed: dict[tuple[str, bytes], list[tuple[str, bytes]] | None] = {}
     with corked(producer):
-        futures = [producer.send(r.topic, key=r.key.encode(), value=r.payload) for r in rows]
+        futures = []
+        for r in rows:
+            key = r.key.encode()
+            headers = signed.get((r.key, r.payload))
+            if headers is None and signer is not None:
+                headers = signed[(r.key, r.payload)] = signer.headers(key, r.payload)
+            futures.append(producer.send(r.topic, key=key, value=r.payload, headers=headers))
     producer.flush(timeout=60)
     for f in futures:
         f.get(timeout=60)

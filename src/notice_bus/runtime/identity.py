@@ -17,9 +17,20 @@ import threading
 from typing import Any
 
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError, SaslAuthenticationFailedError, UnsupportedSaslMechanismError
+from kafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
 
-from notice_bus.errors import AuthenticationFailed, ConfigError, NoticeBusError
+from notice_bus.errors import (
+    AccessDenied,
+    AuthenticationFailed,
+    BrokerUnavailable,
+    ConfigError,
+    NoticeBusError,
+)
 from notice_bus.runtime.settings import Settings
 
 #: The logger whose "Bootstrap connection to ... failed: <exception>" warnings carry the cause.
@@ -144,3 +155,42 @@ def _try(settings: Settings) -> NoticeBusError | None:
     if listen.refusal is None and failed:
         return unreachable(settings, failed[0])  # said once, not again by the caller's wait
     return listen.refusal
+
+
+def check_access(settings: Settings, topics: list[str], group: str) -> None:
+    """Raise AccessDenied, naming the topic or group and who we are, unless the cluster lets
+    us read every one of ``topics`` and use ``group``. A consumer would not say: kafka-python
+    leaves a forbidden topic out of its assignment with a warning, and polls nothing."""
+    from notice_bus.runtime.kafka import admin_client, explain, retry_transient
+
+    who = identity_of(settings)
+    admin = admin_client(settings)
+    try:
+        for found in admin.describe_topics(topics):
+            allowed = found.get("authorized_operations") or ()
+            if found["error_code"] == _TOPIC_AUTHORIZATION_FAILED or "READ" not in allowed:
+                raise AccessDenied(
+                    f"{who} may not read topic {found['name']} at {settings.bootstrap_servers}:"
+                    " the cluster's ACLs do not grant it (a bureau reads only its own"
+                    " country's topics; check --countries, or ask HQ's operators to run"
+                    " `notice-bus acl apply`)",
+                    principal=who,
+                    resource=found["name"],
+                )
+        try:
+            # A new cluster has no group coordinator for its first seconds: wait for one.
+            retry_transient(settings, "checking the group", lambda: admin.describe_groups([group]))
+        except GroupAuthorizationFailedError as exc:
+            raise AccessDenied(
+                f"{who} may not use consumer group {group} at {settings.bootstrap_servers}:"
+                " the cluster's ACLs do not grant it",
+                principal=who,
+                resource=group,
+            ) from exc
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"checking access to {', '.join(topics)}: {explain(exc)}") from exc
+    finally:
+        admin.close()
+
+
+_TOPIC_AUTHORIZATION_FAILED = 29

@@ -17,7 +17,7 @@ from kafka import errors as kerr
 from kafka.errors import KafkaError, KafkaTimeoutError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay
 
-from notice_bus.errors import BrokerUnavailable, ConfigError
+from notice_bus.errors import AccessDenied, BrokerUnavailable, ConfigError
 from notice_bus.runtime.retry import backoff, is_retriable
 from notice_bus.runtime.settings import Settings
 
@@ -121,6 +121,8 @@ _MEANINGS: tuple[tuple[type[KafkaError], str], ...] = (
     (kerr.InvalidMetadataError, "the cluster's metadata is not settled yet (a broker restarted)"),
     (kerr.KafkaTimeoutError, "the broker did not answer in time"),
     (kerr.RequestTimedOutError, "the broker did not answer in time"),
+    (kerr.TopicAuthorizationFailedError, "the cluster's ACLs forbid this topic to this client"),
+    (kerr.GroupAuthorizationFailedError, "the cluster's ACLs forbid this group to this client"),
 )
 _DETAIL_CHARS = 200
 
@@ -261,6 +263,11 @@ def poll_or_none(consumer: Any, wait_ms: int, who: str) -> dict[Any, list[Any]] 
     from where this one would have."""
     try:
         return dict(consumer.poll(timeout_ms=wait_ms))
+    except kerr.AuthorizationError as exc:  # revoked while running: waiting cannot mend it
+        raise AccessDenied(
+            f"{who}: the cluster refuses this client now ({explain(exc)}): its grants were"
+            " revoked or never given; see `notice-bus acl show`"
+        ) from exc
     except KafkaError as exc:
         logging.getLogger("notice_bus").warning(
             "%s: cannot poll the broker, trying again: %s", who, exc

@@ -102,6 +102,8 @@ class Settings:
     #: a secured cluster).
     signing_key_file: str = ""
     root_key_file: str = ""
+    #: HQ: the keyring file (signed by the root) it publishes for bureaus.
+    keyring_file: str = ""
     #: A bureau: its key for acknowledgements and answers. HQ and the tracker: the master
     #: secret every bureau's key derives from.
     ack_key_file: str = ""

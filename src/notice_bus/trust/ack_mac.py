@@ -18,8 +18,10 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
-from notice_bus.errors import ConfigError
+from notice_bus.errors import ConfigError, NoticeBusError
+from notice_bus.runtime.settings import Settings
 from notice_bus.trust.keys import SECRET_BYTES
 
 MAC_HEADER = "nb-mac"
@@ -116,3 +118,39 @@ def _country(country: str) -> bytes:
 def _check_secret(secret: bytes, what: str) -> None:
     if len(secret) != SECRET_BYTES:
         raise ConfigError(f"{what} has {len(secret)} bytes, not {SECRET_BYTES}")
+
+
+def read_ack_keys(path: str | Path) -> dict[str, bytes]:
+    """A bureau's or hub's keys, by country: the ``CC hex`` lines ``notice-bus pki`` writes."""
+    keys: dict[str, bytes] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read ack_key_file {path}: {exc.strerror}") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        country, _, hexed = line.strip().partition(" ")
+        try:
+            keys[country] = bytes.fromhex(hexed.strip())
+            _country(country)
+            _check_secret(keys[country], f"{path}:{number}")
+        except (ValueError, NoticeBusError) as exc:
+            raise ConfigError(f"ack_key_file {path}, line {number}: not `CC hex`: {exc}") from exc
+    return keys
+
+
+def signer_for(settings: Settings, country: str) -> AckSigner | None:
+    """The MAC of ``country``'s acknowledgements and answers, from ``ack_key_file``; None
+    where the deployment does not MAC them (PLAINTEXT without a key file)."""
+    if not settings.ack_key_file:
+        if settings.secured:
+            raise ConfigError(
+                "a secured bureau signs its acknowledgements: set ack_key_file"
+                " (notice-bus pki writes it)"
+            )
+        return None
+    keys = read_ack_keys(settings.ack_key_file)
+    if country not in keys:
+        raise ConfigError(f"ack_key_file {settings.ack_key_file} has no key for {country}")
+    return AckSigner(keys[country], country)

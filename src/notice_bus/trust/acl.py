@@ -90,6 +90,7 @@ def grants(
             for cc in every:
                 for name in (t.notices(cc), t.reminders(cc)):
                     topic(name, "WRITE")
+                topic(t.notices(cc), "READ")  # to sign the notices again after a revocation
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc)):
                     topic(name, "READ")
         elif p.role == "tracker":

@@ -228,6 +228,7 @@ def _principal(
     ]
     if p.role == "hq":
         lines.append(f'signing_key_file = "{root / "hq" / "signing.key"}"')
+        lines.append(f'keyring_file = "{root / "signing" / "keyring.json"}"')
     if p.role in ("hq", "tracker", "admin"):
         lines.append(f'ack_master_file = "{root / "signing" / "ack-master.key"}"')
     if p.role in ("bureau", "hub"):

@@ -1,0 +1,263 @@
+"""Trust on a real secured broker: SCRAM-SHA-512 over TLS and mutual TLS, ACLs for everything,
+HQ's signatures on every notice, bureaus' MACs on every acknowledgement.
+
+One broker for the module, started from the jars with the credentials ``notice-bus pki`` issued;
+each test uses countries of its own.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailedError
+
+from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.dlq import list_parked
+from notice_bus.bureau.sinks.sql import SqlSink
+from notice_bus.cli import main
+from notice_bus.errors import AccessDenied, AuthenticationFailed
+from notice_bus.hq.publisher import HQ
+from notice_bus.runtime.kafka import admin_client, kafka_config
+from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.settings import Settings
+from notice_bus.trust import keys
+from notice_bus.trust.pki import issue
+from notice_bus.trust.signing import Signer
+from notice_bus.wire.codec import AvroCodec, load_schema
+from notice_bus.wire.groups import group_id
+from notice_bus.wire.schema_registry import KafkaSchemaStore
+from notice_bus.wire.topics import TopicNames
+from tests.factories import draft, event
+
+pytestmark = pytest.mark.kafka
+COUNTRIES = ["FR", "DE", "TH", "IT", "ES", "PT"]
+
+
+class Secured:
+    def __init__(self, pki: Path, broker: LocalBroker, tmp: Path) -> None:
+        self.pki = pki
+        self.broker = broker
+        self.tmp = tmp
+
+    def as_(self, name: str, **kw: Any) -> Settings:
+        """The settings ``notice-bus pki`` wrote for ``name``, on this broker."""
+        return Settings.load(
+            self.pki / name / "notice-bus.toml",
+            env={},
+            **{
+                "bootstrap_servers": self.broker.bootstrap_servers,
+                "hq_database_url": f"sqlite:///{self.tmp}/hq-{uuid.uuid4().hex[:6]}.db",
+                "tracker_database_url": f"sqlite:///{self.tmp}/tracker.db",
+                "poll_timeout_ms": 100,
+                "retry_initial_s": 0.05,
+                "retry_attempts": 3,
+                **kw,
+            },
+        )
+
+    def mtls(self, name: str, **kw: Any) -> Settings:
+        return self.as_(
+            name, security_protocol="SSL", bootstrap_servers=self.broker.tls_bootstrap_servers, **kw
+        )
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    tmp = tmp_path_factory.mktemp("secured")
+    pki = tmp / "pki"
+    issue(pki, countries=COUNTRIES)
+    with LocalBroker(pki=pki) as broker:
+        s = Secured(pki, broker, tmp)
+        env = {"NOTICE_BUS_CONFIG": str(pki / "admin" / "notice-bus.toml")}
+        with pytest.MonkeyPatch.context() as mp:
+            for k, v in env.items():
+                mp.setenv(k, v)
+            mp.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
+            assert main(["topics", "init", "--countries", ",".join(COUNTRIES)]) == 0
+        yield s
+
+
+def local_rows(url: str) -> list[tuple[str, int, str]]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("red_notice"):
+                return []
+            found = conn.execute(sa.text("SELECT notice_id, version, status FROM red_notice"))
+            return sorted((r[0], r[1], r[2]) for r in found)
+    finally:
+        engine.dispose()
+
+
+def pump(adapter: Adapter, until: Callable[[], bool], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        adapter.step()
+        if until():
+            return
+    raise AssertionError(f"not reached within {timeout_s} s")
+
+
+def test_a_bureau_cannot_read_another_countrys_notices_and_is_told_why(
+    secured: Secured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    fr = secured.as_("bureau-FR")
+    with pytest.raises(AccessDenied) as denied:
+        Adapter(fr, {"DE": SqlSink(f"sqlite:///{tmp_path}/de.db")})
+    assert "notices.DE" in str(denied.value) and "bureau-FR" in str(denied.value)
+    # The command says so too, with its own exit code (77), not as a time-out.
+    monkeypatch.setenv("NOTICE_BUS_CONFIG", str(secured.pki / "bureau-FR" / "notice-bus.toml"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secured.broker.bootstrap_servers)
+    argv = ["adapter", "--country", "DE", "--database-url", f"sqlite:///{tmp_path}/x.db"]
+    started = time.monotonic()
+    assert main(argv) == 77
+    assert time.monotonic() - started < 10
+    assert "may not read topic notices.DE" in capsys.readouterr().err
+
+
+def test_a_bureau_writes_only_its_own_acks_and_uses_only_its_own_group(secured: Secured) -> None:
+    fr = secured.as_("bureau-FR")
+    t = TopicNames(fr.topic_prefix)
+    producer = KafkaProducer(**kafka_config(fr, "test", producer=True))
+    try:
+        producer.send(t.acks("FR"), key=b"k", value=b"v").get(timeout=10)  # its own: fine
+        for topic in (t.acks("DE"), t.notices("FR"), t.notices("DE")):
+            with pytest.raises(TopicAuthorizationFailedError):
+                producer.send(topic, key=b"k", value=b"v").get(timeout=10)
+    finally:
+        producer.close()
+    consumer = KafkaConsumer(t.notices("FR"), group_id=group_id(fr, "DE"), **kafka_config(fr, "t"))
+    try:
+        with pytest.raises(GroupAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("how", ["unknown user", "wrong password", "foreign certificate"])
+def test_an_unknown_bureau_cannot_connect_and_is_told_why_within_10_s(
+    secured: Secured, tmp_path: Path, how: str
+) -> None:
+    if how == "unknown user":
+        who = secured.as_("bureau-FR", sasl_username="bureau-XX")
+    elif how == "wrong password":
+        who = secured.as_("bureau-FR", sasl_password="not-the-password", sasl_password_file="")
+    else:  # a certificate of another CA, with a name the cluster knows
+        other = tmp_path / "other-pki"
+        issue(other, countries=["FR"])
+        who = secured.mtls(
+            "bureau-FR",
+            ssl_certfile=str(other / "bureau-FR" / "client.crt"),
+            ssl_keyfile=str(other / "bureau-FR" / "client.key"),
+        )
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed) as refused:
+        admin_client(who).close()
+    assert time.monotonic() - started < 10
+    assert "refused" in str(refused.value)
+
+
+def test_a_revoked_bureau_is_cut_off_on_open_connections_and_cannot_connect_again(
+    secured: Secured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path}/th.db"
+    hq = HQ(secured.as_("hq"))
+    adapter = Adapter(secured.mtls("bureau-TH"), {"TH": SqlSink(url)})
+    try:
+        hq.publish([draft("2026/301", ("TH",))])
+        pump(adapter, lambda: local_rows(url) == [("2026/301", 1, "ACTIVE")])
+        monkeypatch.setenv("NOTICE_BUS_CONFIG", str(secured.pki / "admin" / "notice-bus.toml"))
+        monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secured.broker.bootstrap_servers)
+        assert main(["bureau", "revoke", "TH"]) == 0
+        # A fetch the broker authorised before the revocation may still be waiting for data
+        # (a long poll, at most fetch_max_wait_ms): every later request is refused.
+        time.sleep(1.0)
+        hq.publish([draft("2026/302", ("TH",))])
+        with pytest.raises(AccessDenied):  # the connection open since before the revocation
+            pump(adapter, lambda: False, timeout_s=15)
+        assert local_rows(url) == [("2026/301", 1, "ACTIVE")]
+    finally:
+        adapter.close()
+        hq.close()
+    started = time.monotonic()
+    with pytest.raises(AuthenticationFailed):  # its SCRAM user is gone
+        admin_client(secured.as_("bureau-TH")).close()
+    assert time.monotonic() - started < 10
+    with pytest.raises(AccessDenied):  # its certificate is still good, its grants are not
+        Adapter(secured.mtls("bureau-TH"), {"TH": SqlSink(url)})
+
+
+@pytest.mark.parametrize("key", ["a stranger's key", "no signature"])
+def test_a_notice_not_signed_by_hq_is_dead_lettered_and_rejected_and_never_written(
+    secured: Secured, tmp_path: Path, key: str
+) -> None:
+    hq_settings = secured.as_("hq")  # HQ's Kafka credentials: the broker lets it write
+    hq = HQ(hq_settings)
+    hq.publish([draft("2026/401", ("FR",))])  # the genuine one, and the keyring with it
+    hq.close()
+    codec = AvroCodec(load_schema("notice_event"), KafkaSchemaStore(hq_settings))
+    forged_id = f"2026/4{uuid.uuid4().int % 90 + 10}"
+    value = codec.encode(event(forged_id, target_countries=("FR",)).to_avro())
+    headers = None
+    if key == "a stranger's key":
+        headers = Signer(keys.generate_private_key()).headers(forged_id.encode(), value)
+    producer = KafkaProducer(**kafka_config(hq_settings, "forger", producer=True))
+    producer.send(
+        TopicNames().notices("FR"), key=forged_id.encode(), value=value, headers=headers
+    ).get(timeout=10)
+    producer.close()
+    url = f"sqlite:///{tmp_path}/fr.db"
+    fr = secured.as_("bureau-FR")
+    adapter = Adapter(fr, {"FR": SqlSink(url)}, from_beginning=True)
+    try:
+        pump(adapter, lambda: any(p.key == forged_id for p in list_parked(fr, "FR")))
+    finally:
+        adapter.close()
+    parked = [p for p in list_parked(fr, "FR") if p.key == forged_id]
+    assert "not signed by HQ" in parked[0].reason
+    assert forged_id not in {row[0] for row in local_rows(url)}
+    assert "2026/401" in {row[0] for row in local_rows(url)}
+
+
+def test_key_rotation_keeps_every_notice_valid_for_a_bureau_that_joins_afterwards(
+    secured: Secured, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hq_settings = secured.as_("hq")
+    hq = HQ(hq_settings)
+    hq.publish([draft(f"2026/50{i}", ("IT",)) for i in range(3)])
+    hq.close()
+    monkeypatch.setenv("NOTICE_BUS_CONFIG", str(secured.pki / "hq" / "notice-bus.toml"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", secured.broker.bootstrap_servers)
+    root = str(secured.pki / "signing" / "root.key")
+    assert main(["keys", "rotate", "--root-key", root]) == 0
+    hq = HQ(hq_settings)  # signs with the new key
+    hq.publish([draft(f"2026/51{i}", ("IT",)) for i in range(2)])
+    hq.close()
+    url = f"sqlite:///{tmp_path}/it.db"
+    adapter = Adapter(secured.as_("bureau-IT"), {"IT": SqlSink(url)})
+    try:
+        pump(adapter, lambda: len(local_rows(url)) == 5)
+    finally:
+        adapter.close()
+    assert not list_parked(secured.as_("bureau-IT"), "IT")
+    # A revocation: HQ signs every notice again, and a bureau joining later takes them all
+    # (the records signed with the revoked key, still in the topic until it is compacted,
+    # are dead-lettered on the way).
+    hq = HQ(secured.as_("hq"))
+    hq.publish([draft("2026/520", ("PT",))])
+    hq.close()
+    assert main(["keys", "rotate", "--root-key", root, "--revoke"]) == 0
+    url = f"sqlite:///{tmp_path}/pt.db"
+    adapter = Adapter(secured.as_("bureau-PT"), {"PT": SqlSink(url)})
+    try:
+        pump(adapter, lambda: local_rows(url) == [("2026/520", 1, "ACTIVE")])
+    finally:
+        adapter.close()
