@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,15 @@ from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.kafka import admin_client, kafka_config
 from notice_bus.runtime.local_broker import LocalBroker
 from notice_bus.runtime.settings import Settings
+from notice_bus.tracker.ingest import Tracker
+from notice_bus.tracker.tables import ACK, SECURITY_EVENT
 from notice_bus.trust import keys
+from notice_bus.trust.ack_mac import AckSigner, read_ack_keys
 from notice_bus.trust.pki import issue
 from notice_bus.trust.signing import Signer
 from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.groups import group_id
+from notice_bus.wire.model import Ack, AckStatus
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
 from tests.factories import draft, event
@@ -261,3 +266,43 @@ def test_key_rotation_keeps_every_notice_valid_for_a_bureau_that_joins_afterward
         pump(adapter, lambda: local_rows(url) == [("2026/520", 1, "ACTIVE")])
     finally:
         adapter.close()
+
+
+def test_a_forged_acknowledgement_is_a_security_event_not_a_delivery(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """FR's credentials may write acks.FR, but only FR's bureau key makes a MAC the tracker
+    takes: an ack tagged with DE's key, or with none, is counted as a security event."""
+    hq = HQ(secured.as_("hq"))
+    hq.publish([draft("2026/601", ("ES",))])
+    hq.close()
+    es = secured.as_("bureau-ES")
+    store = KafkaSchemaStore(es)
+    now = datetime.now(UTC)
+    value = AvroCodec(load_schema("ack"), store).encode(
+        Ack("ES", "2026/601", 1, AckStatus.RECORDED, now, "forger", received_at=now).to_avro()
+    )
+    de_key = read_ack_keys(secured.pki / "bureau-DE" / "ack.keys")["DE"]
+    producer = KafkaProducer(**kafka_config(es, "forger", producer=True))
+    for headers in (None, AckSigner(de_key, "ES").headers(b"2026/601", value)):
+        producer.send(TopicNames().acks("ES"), key=b"2026/601", value=value, headers=headers).get(
+            timeout=10
+        )
+    producer.close()
+    tracker = Tracker(secured.as_("tracker", tracker_database_url=f"sqlite:///{tmp_path}/t.db"))
+    engine = sa.create_engine(f"sqlite:///{tmp_path}/t.db")
+    try:
+        deadline = time.monotonic() + 30
+        events: list[Any] = []
+        while time.monotonic() < deadline and len(events) < 2:
+            tracker.step()
+            with engine.connect() as conn:
+                where = SECURITY_EVENT.c.country == "ES"
+                events = list(conn.execute(SECURITY_EVENT.select().where(where)))
+        with engine.connect() as conn:
+            delivered = list(conn.execute(ACK.select().where(ACK.c.country == "ES")))
+    finally:
+        tracker.close()
+        engine.dispose()
+    assert sorted(e.kind for e in events) == ["forged_ack", "forged_ack"]
+    assert delivered == []

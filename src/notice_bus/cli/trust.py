@@ -30,14 +30,12 @@ def _pki_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--countries",
         type=country_list,
-        default=[],
         help="a bureau for each: FR,DE (default: none)",
     )
     c.add_argument(
         "--hub",
         type=_hub,
         action="append",
-        default=[],
         help="a hub and its countries: europe=FR,DE; repeat for several (default: none)",
     )
     c.add_argument(
@@ -60,7 +58,12 @@ def _revoke_args(c: argparse.ArgumentParser) -> None:
 def _cmd_pki(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.trust.pki import issue
 
-    written = issue(args.dir, countries=args.countries, hubs=dict(args.hub), protocol=args.protocol)
+    written = issue(
+        args.dir,
+        countries=args.countries or [],
+        hubs=dict(args.hub or []),
+        protocol=args.protocol,
+    )
     print(f"wrote {len(written)} files in {args.dir}" + ("" if written else " (all there already)"))
     print(
         "  each principal's settings: <dir>/<name>/notice-bus.toml (NOTICE_BUS_CONFIG);"

@@ -105,14 +105,15 @@ def page_data(
     stale_after_s: float | None = None,
 ) -> dict[str, Any]:
     """What the page refreshes itself with (see :class:`~notice_bus.reports.html.PageParts`):
-    its time, summary, stale warning, the table's rows as escaped HTML, and each chart's
-    plotly figure (``data`` and ``layout``) by the id of its element."""
+    its time, summary, stale and security warnings, the table's rows as escaped HTML, and each
+    chart's plotly figure (``data`` and ``layout``) by the id of its element."""
     parts = page_parts(engine, settings, reports, clock(), stale_after_s)
     return {
         "generated": parts.now.isoformat(),
         "generated_text": parts.now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "summary": parts.summary,
         "stale": parts.stale,
+        "security": parts.security,
         "rows": parts.rows,
         "figures": {k: json.loads(fig.to_json()) for k, fig in parts.figures.items()},
     }
@@ -138,6 +139,8 @@ def refresh_script(data_url: str, refresh_s: int) -> str:
       $("summary").textContent = d.summary;
       $("stale").textContent = d.stale;
       $("stale").hidden = !d.stale;
+      $("security").textContent = d.security;
+      $("security").hidden = !d.security;
       $("countries").tBodies[0].innerHTML = d.rows;
       for (const [id, fig] of Object.entries(d.figures)) {{
         $(id).style.height = fig.layout.height + "px";

@@ -5,9 +5,10 @@ or a USB stick) and references no external URL. The dashboard serves the same pa
 script of its own updates the table and the charts in place (``Plotly.react``; the figures'
 fixed ``uirevision`` keeps a viewer's zoom and legend choices).
 A banner warns when the tracker's last sample is older than ``stale_after_s``: the figures are
-then as of that time, whatever the page's own time says. Every text that comes from the data
-(country codes, notice ids) is escaped, in the table here and in the charts
-(:mod:`notice_bus.reports.charts`), whose labels plotly reads as HTML.
+then as of that time, whatever the page's own time says. Another names the countries with
+security events (acknowledgements or answers whose MAC failed), when there are any. Every text
+that comes from the data (country codes, notice ids) is escaped, in the table here and in the
+charts (:mod:`notice_bus.reports.charts`), whose labels plotly reads as HTML.
 """
 
 from __future__ import annotations
@@ -56,12 +57,14 @@ td.country, td.status { text-align: left; font-weight: 600; }
 td.status-ok { background: #d9f2d9; color: #1e6b1e; }
 td.status-lagging { background: #fff0c2; color: #7a5a00; }
 td.status-stalled { background: #ecdcf5; color: #5e2a7e; }
+td.status-security { background: #5e2a7e; color: #fff; }
 td.status-down { background: #f9d0d0; color: #9b1111; }
 td.status-never-connected { background: #b71c1c; color: #fff; }
 .generated { color: #666; }
 .banner { padding: 0.6em 1em; margin: 0.8em 0; border-radius: 4px; font-weight: 600; }
 .stale { background: #fff0c2; color: #7a5a00; border: 1px solid #e0b000; }
 .refresh-error { background: #f9d0d0; color: #9b1111; border: 1px solid #d08080; }
+.security { background: #ecdcf5; color: #5e2a7e; border: 1px solid #5e2a7e; }
 .banner[hidden] { display: none; }
 /* The table scrolls in its own box, so a narrow screen scrolls neither the page nor the charts. */
 .table-box { overflow-x: auto; max-width: 100%; }
@@ -101,6 +104,7 @@ def render_html(
     now = parts.now
     stamp = now.strftime("%Y-%m-%d %H:%M:%S UTC")
     hidden = "" if parts.stale else " hidden"
+    security, security_hidden = html.escape(parts.security), "" if parts.security else " hidden"
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -115,6 +119,7 @@ def render_html(
 <p class="generated">Generated <time id="generated" datetime="{now.isoformat()}">{stamp}</time>;
 <span id="summary">{html.escape(parts.summary)}</span></p>
 <div id="stale" class="banner stale" role="alert"{hidden}>{html.escape(parts.stale)}</div>
+<div id="security" class="banner security" role="alert"{security_hidden}>{security}</div>
 <div id="refresh-error" class="banner refresh-error" role="alert" hidden></div>
 <div class="table-box">{_table(parts.rows)}</div>
 <h2>Lag per country</h2>
@@ -131,13 +136,15 @@ def render_html(
 @dataclass(frozen=True, slots=True)
 class PageParts:
     """Everything a page shows: its time, the summary line, the stale warning ("" if
-    none), the table's rows as escaped HTML, and the plotly figures by element id."""
+    none), the table's rows as escaped HTML, the plotly figures by element id, and the
+    security warning ("" if none)."""
 
     now: datetime
     summary: str
     stale: str
     rows: str
     figures: dict[str, Any]
+    security: str
 
 
 def page_parts(
@@ -160,7 +167,20 @@ def page_parts(
         "chart-outstanding": outstanding_chart(times, series),
         "chart-matrix": matrix_chart(*notice_matrix(sent, acks, countries), countries),
     }
-    return PageParts(now, summary, _stale(now, last_sample, limit), _rows(reports), figures)
+    stale = _stale(now, last_sample, limit)
+    return PageParts(now, summary, stale, _rows(reports), figures, _security(reports))
+
+
+def _security(reports: Sequence[CountryReport]) -> str:
+    """The warning naming the countries with security events, else ""."""
+    found = ", ".join(f"{r.country} {r.security_events}" for r in reports if r.security_events)
+    if not found:
+        return ""
+    return (
+        f"Security events: {found}. Acknowledgements or answers whose MAC failed (none,"
+        " another bureau's, or altered) are not counted as deliveries; they are kept in the"
+        " tracker's table tracker_security_event."
+    )
 
 
 def _stale(now: datetime, last_sample: datetime | None, limit_s: float) -> str:
@@ -256,9 +276,10 @@ def _rows(reports: Sequence[CountryReport]) -> str:
             *(r.oldest_outstanding_s, r.consumer_lag),
         )
         css = "status-" + r.status.value.lower().replace("_", "-")
+        events = f' title="security events: {r.security_events}"' if r.security_events else ""
         rows.append(
             f'<tr data-country="{cc}" data-status="{status}">'
-            f'<td class="country">{cc}</td><td class="status {css}">{status}</td>'
+            f'<td class="country">{cc}</td><td class="status {css}"{events}>{status}</td>'
             f"<td>{r.sent}</td><td>{r.recorded}</td><td>{r.rejected}</td>"
             f'<td title="{waiting}">{r.outstanding}</td>'
             f"<td>{r.overdue_record + r.overdue_answer}</td>"

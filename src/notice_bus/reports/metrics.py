@@ -108,6 +108,11 @@ class ReportCollector(Collector):
         ("recorded", "notice_bus_recorded", "Notice events the country RECORDED."),
         ("rejected", "notice_bus_rejected", "Notice events the country REJECTED."),
         ("answered", "notice_bus_answered", "Notices the country answered."),
+        (
+            "security_events",
+            "notice_bus_security_events",
+            "Acknowledgements and answers of the country whose MAC failed, not counted.",
+        ),
     )
     _GAUGES = (
         ("outstanding", "notice_bus_outstanding", "Notice events neither recorded nor rejected."),

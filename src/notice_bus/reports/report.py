@@ -5,7 +5,8 @@ Lags run between broker timestamps (see :mod:`notice_bus.tracker.measures`), so 
 clock is wrong cannot distort them; its clock skew is reported instead. The status comes from the
 acknowledgements first, the evidence every bureau gives whatever its language or consumer
 group; the consumer-side window (:mod:`notice_bus.tracker.group_health`), when the tracker has
-sampled the country's group, only refines what is wrong (:func:`country_status`).
+sampled the country's group, only refines what is wrong (:func:`country_status`). Security
+events (acknowledgements or answers whose MAC failed) are counted apart (:func:`security_status`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "build_report",
     "country_status",
     "open_tracker_database",
+    "security_status",
     "to_csv",
     "to_json",
     "to_table",
@@ -66,6 +68,8 @@ class CountryReport:
     consumer_time_lag_s: float | None = None
     clock_skew_s: float | None = None
     last_seen_s: float | None = None
+    #: Acknowledgements and answers of the country whose MAC failed (tracker_security_event).
+    security_events: int = 0
     #: The oldest outstanding notices: (notice id, version, age in seconds), up to ten.
     outstanding_notices: list[tuple[str, int, float]] = field(default_factory=list)
 
@@ -132,6 +136,13 @@ def country_status(
     return by_acks
 
 
+def security_status(status: Status, security_events: int) -> Status:
+    """SECURITY for a country with security events, unless ``status`` is worse (DOWN,
+    STALLED, NEVER_CONNECTED: to be seen first)."""
+    below = list(Status).index(status) > list(Status).index(Status.SECURITY)
+    return Status.SECURITY if security_events and below else status
+
+
 def open_tracker_database(url: str) -> Engine:
     """The tracker's database at ``url``, opened to read the report from, and brought to the
     current schema as the tracker itself would bring it.
@@ -190,6 +201,7 @@ def build_report(
         recent = start or now - timedelta(hours=1)
         skew = measures.quantiles(conn, measures.clock_skews(conn, recent), [50])
         waiting = measures.outstanding(conn, start)
+        security = measures.security_events(conn, start)
         seen = {c: as_utc(v["seen"]) for c, v in counts.items() if v["seen"] is not None}
         samples = _samples(conn, now - timedelta(seconds=settings.window_s))
         overdue_answer = measures.overdue_answers(
@@ -202,7 +214,7 @@ def build_report(
     for row in waiting:
         per_waiting[row.country].append(row)
 
-    known = set(counts) | set(samples) | set(seen)
+    known = set(counts) | set(samples) | set(seen) | set(security)
     wanted = [c for c in countries if c in known] if countries else sorted(known)
     reports = []
     for cc in wanted:
@@ -230,6 +242,7 @@ def build_report(
             lag_threshold_s=settings.lag_threshold_s,
             stall_after_s=settings.stall_after_s,
         )
+        status = security_status(status, security.get(cc, 0))
         reports.append(
             CountryReport(
                 country=cc,
@@ -251,6 +264,7 @@ def build_report(
                 consumer_time_lag_s=window[-1].time_lag_s if window else None,
                 clock_skew_s=skew.get(cc, {}).get(50),
                 last_seen_s=seen_s,
+                security_events=security.get(cc, 0),
                 outstanding_notices=[
                     (r.notice_id, r.version, a)
                     for r, a in zip(per_waiting[cc][:10], ages[:10], strict=False)
@@ -321,13 +335,14 @@ _COLOURS = {
     Status.OK: "32",
     Status.LAGGING: "33",
     Status.STALLED: "35",
+    Status.SECURITY: "35;1",
     Status.DOWN: "31",
     Status.NEVER_CONNECTED: "31;1",
 }
 
 
 def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
-    head = (
+    head: tuple[str, ...] = (
         "COUNTRY",
         "SENT",
         "RECORDED",
@@ -345,6 +360,9 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
     )
     if not reports:
         return "no notices tracked yet"
+    security = any(r.security_events for r in reports)  # no column of zeros without MACs
+    if security:
+        head = (*head[:-1], "SECURITY EVENTS", head[-1])
     body = [
         (
             r.country,
@@ -360,6 +378,7 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
             _dur(r.oldest_outstanding_s),
             "-" if r.consumer_lag is None else str(r.consumer_lag),
             _dur(r.clock_skew_s, signed=True),
+            *((str(r.security_events),) if security else ()),
             r.status.value,
         )
         for r in reports

@@ -36,11 +36,14 @@ _GROWTH_SAMPLES = 5
 
 
 class Status(StrEnum):
-    """A country's health; declared worst first, the order in which reports list them."""
+    """A country's health; declared worst first, the order in which reports list them.
+    SECURITY is the report's, never the group's: acknowledgements or answers of the country
+    failed their MAC (:func:`notice_bus.reports.report.security_status`)."""
 
     NEVER_CONNECTED = "NEVER_CONNECTED"
     DOWN = "DOWN"
     STALLED = "STALLED"
+    SECURITY = "SECURITY"
     LAGGING = "LAGGING"
     OK = "OK"
 

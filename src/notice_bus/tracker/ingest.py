@@ -12,6 +12,12 @@ that is not a notice id, a version out of range, an unknown status), is quaranti
 own, in ``tracker_quarantine`` with its bytes, its position and why, and logged at ERROR;
 the rest of its batch is stored. Should the database still refuse a batch, its records are
 stored one by one, and only the refused ones are quarantined.
+
+Where bureaus MAC their acknowledgements and answers (``ack_master_file`` set), every record
+of an acks or responses topic is checked before it is read: one that fails (no MAC, another
+bureau's, altered) is never counted as a delivery or an answer, but stored as a security event
+in ``tracker_security_event``, with its bytes and why, and logged at ERROR. Notices are not
+checked here: HQ wrote them, and the adapters check its signatures.
 """
 
 from __future__ import annotations
@@ -48,8 +54,16 @@ from notice_bus.runtime.settings import Settings
 from notice_bus.runtime.workers import shard_of
 from notice_bus.tracker.group_health import GroupProbe, Sample, Waiting
 from notice_bus.tracker.reconcile import Row, store
-from notice_bus.tracker.rows import UNREADABLE, quarantined, rows_of
-from notice_bus.tracker.tables import GROUP_SAMPLE, QUARANTINE, SENT, TRACKER_TABLES
+from notice_bus.tracker.rows import FORGED, UNREADABLE, quarantined, rows_of, security_event
+from notice_bus.tracker.tables import (
+    GROUP_SAMPLE,
+    QUARANTINE,
+    SECURITY_EVENT,
+    SENT,
+    TRACKER_TABLES,
+)
+from notice_bus.trust.ack_mac import AckVerifier
+from notice_bus.trust.keys import read_secret
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.wire.groups import group_id, hub_group_id
 from notice_bus.wire.model import utcnow
@@ -62,6 +76,7 @@ _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
 Rows = dict[str, list[Row]]
 Parsed = tuple[Any, str, list[Row]]  # a record, its kind, its rows
+Bad = list[dict[str, Any]]  # rows of tracker_quarantine or of tracker_security_event
 
 
 class Tracker:
@@ -86,8 +101,12 @@ class Tracker:
             raise ConfigError(f"tracker worker {shard} of {shards} does not exist")
         self.shard, self.shards = shard, shards
         self.settings = settings
+        # Read before the database is opened: a bad key file stops the start, leaking nothing.
+        master = settings.ack_master_file
+        self._verifier = AckVerifier(read_secret(master)) if master else None
         self.engine = make_engine(database_url or settings.tracker_database_url, TRACKER_TABLES)
         self._quarantine = dialect_insert(self.engine)(QUARANTINE).on_conflict_do_nothing()
+        self._security = dialect_insert(self.engine)(SECURITY_EVENT).on_conflict_do_nothing()
         self._names = TopicNames(settings.topic_prefix)
         self._clock = clock
         self.on_sample = on_sample
@@ -181,8 +200,7 @@ class Tracker:
             if not records:
                 self._committer.settle(wait=True)  # idle: make sure of the last commit
                 return 0
-            parsed, bad = self._rows_of(records)
-            self._store(parsed, bad)
+            self._store(*self._rows_of(records))
             # Asynchronous: the next batch need not wait for the broker, and a commit lost
             # only means the batch is read again, which stores nothing twice.
             self._committer.add(records, (), lambda: None)
@@ -279,47 +297,63 @@ class Tracker:
                     found[country, partition] = as_utc(oldest) if oldest is not None else None
         return found
 
-    def _store(self, parsed: Sequence[Parsed], bad: list[dict[str, Any]]) -> None:
-        """Store a batch's rows and its quarantined records; if the database refuses the batch
-        for good, store its records one by one and quarantine the refused ones."""
+    def _store(self, parsed: Sequence[Parsed], bad: Bad, forged: Bad) -> None:
+        """Store a batch's rows, its quarantined records and its security events; if the
+        database refuses the batch for good, store its records one by one and quarantine the
+        refused ones."""
         rows: Rows = {"notices": [], "acks": [], "responses": []}
         for _, kind, its in parsed:
             rows[kind] += its
         try:
-            self._store_now(rows, bad)
+            self._store_now(rows, bad, forged)
             return
         except LocalSystemRejected as exc:
             log.error("tracker: batch refused, storing its records one by one: %s", exc)
         for r, kind, its in parsed:
             try:
-                self._store_now({kind: its}, [])
+                self._store_now({kind: its}, [], [])
             except LocalSystemRejected as exc:
                 bad.append(quarantined(r, f"refused by the tracker's database: {exc}"))
         try:
-            self._store_now({}, bad)
+            self._store_now({}, bad, forged)
         except LocalSystemRejected as exc:  # logged one by one already; never stop on input
-            log.error("tracker: %d quarantined records not stored either: %s", len(bad), exc)
+            log.error(
+                "tracker: %d quarantined records and %d security events not stored either: %s",
+                len(bad),
+                len(forged),
+                exc,
+            )
 
-    def _store_now(self, rows: Rows, bad: Sequence[dict[str, Any]]) -> None:
+    def _store_now(self, rows: Rows, bad: Bad, forged: Bad) -> None:
         for attempt in self._retry:
             with attempt, transaction(self.engine) as conn:
                 store(conn, **rows)
                 if bad:
                     conn.execute(self._quarantine, bad)
+                if forged:
+                    conn.execute(self._security, forged)
 
-    def _rows_of(self, records: Sequence[Any]) -> tuple[list[Parsed], list[dict[str, Any]]]:
+    def _rows_of(self, records: Sequence[Any]) -> tuple[list[Parsed], Bad, Bad]:
+        """The batch's rows, its records to quarantine, and its security events."""
         parsed: list[Parsed] = []
-        bad: list[dict[str, Any]] = []
+        bad: Bad = []
+        forged: Bad = []
         for r in records:
             kind = r.topic[len(self._names.prefix) :].split(".", 1)[0]
             country = self._names.country_of(r.topic)
+            if self._verifier is not None and kind in FORGED:
+                # Before decoding: what a bureau did not write is not read, whatever it says.
+                why = self._verifier.check(country or "", r.key, r.value, r.headers)
+                if why is not None:
+                    forged.append(security_event(r, kind, country or "", why))
+                    continue
             try:
                 parsed.append((r, kind, self._rows(kind, country, r)))
             except UNREADABLE as exc:
                 # The adapter dead-letters bad notices and says so in a REJECTED ack; a bad
                 # ack or answer can only be reported, and kept, here.
                 bad.append(quarantined(r, str(exc)))
-        return parsed, bad
+        return parsed, bad, forged
 
     def _rows(self, kind: str, country: str | None, r: Any) -> list[Row]:
         """The rows of one record; raises one of UNREADABLE for a record to quarantine."""

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql import Select
 
-from notice_bus.tracker.tables import ACK, SENT
+from notice_bus.tracker.tables import ACK, SECURITY_EVENT, SENT
 
 Quantiles = dict[str, dict[float, float | None]]
 
@@ -207,4 +207,12 @@ def overdue_answers(
         )
         .group_by(SENT.c.country)
     )
+    return {country: n for country, n in conn.execute(query)}
+
+
+def security_events(conn: Connection, since: datetime | None) -> dict[str, int]:
+    """Per country, its acknowledgements and answers whose MAC failed (broker time)."""
+    query = select(SECURITY_EVENT.c.country, func.count()).group_by(SECURITY_EVENT.c.country)
+    if since:
+        query = query.where(SECURITY_EVENT.c.broker_at >= since)
     return {country: n for country, n in conn.execute(query)}

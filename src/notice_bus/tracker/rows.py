@@ -3,7 +3,9 @@
 A record whose fields do not fit (an id that is not a notice id, a version out of range, an
 unknown status, action or answer) raises one of :data:`UNREADABLE`, and is quarantined on its
 own: :func:`quarantined` is its row of ``tracker_quarantine``, with its bytes and why. Free
-text is cut to its column and cleaned of NUL characters instead: it is for people.
+text is cut to its column and cleaned of NUL characters instead: it is for people. An
+acknowledgement or answer whose MAC fails is not read at all: :func:`security_event` is its
+row of ``tracker_security_event``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from notice_bus.tracker.tables import ACK, RESPONSE
 from notice_bus.wire.model import AckStatus, Action, Answer
 from notice_bus.wire.validation import NOTICE_ID
 
-__all__ = ["UNREADABLE", "quarantined", "rows_of"]
+__all__ = ["FORGED", "UNREADABLE", "quarantined", "rows_of", "security_event"]
 
 log = logging.getLogger("notice_bus.tracker")
 #: What decoding and checking a record may raise (times out of range: OverflowError).
@@ -27,6 +29,8 @@ _INT32 = 2**31 - 1  # versions are Avro ints, and so are their columns
 _ACTIONS = frozenset(a.value for a in Action)
 _ANSWERS = frozenset(a.value for a in Answer)
 _REASON_KEPT = 1000  # characters of a quarantine reason
+#: The kind of security event a record of each checked topic makes.
+FORGED = {"acks": "forged_ack", "responses": "forged_response"}
 
 
 def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> list[Row]:
@@ -87,18 +91,39 @@ def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> lis
 def quarantined(r: Any, reason: str) -> dict[str, Any]:
     """Record ``r``'s row of ``tracker_quarantine``, logged at ERROR."""
     log.error("tracker: quarantined %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
-    try:
-        broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
-    except (TypeError, ValueError, OverflowError, OSError):
-        broker_at = datetime.fromtimestamp(0, UTC)
     return {
         "topic": r.topic,
         "partition": r.partition,
         "offset": r.offset,
         "reason": _clean(reason)[:_REASON_KEPT],
-        "broker_at": broker_at,
+        "broker_at": _broker_at(r),
         "raw": r.value,
     }
+
+
+def security_event(r: Any, kind: str, country: str, reason: str) -> dict[str, Any]:
+    """Record ``r``'s row of ``tracker_security_event`` (``kind``: "acks" or "responses", the
+    topic's), logged at ERROR."""
+    log.error(
+        "tracker: security event, %s[%d]@%d not counted: %s", r.topic, r.partition, r.offset, reason
+    )
+    return {
+        "topic": r.topic,
+        "partition": r.partition,
+        "offset": r.offset,
+        "country": country,
+        "kind": FORGED[kind],
+        "reason": _clean(reason)[:_REASON_KEPT],
+        "broker_at": _broker_at(r),
+        "raw": r.value,
+    }
+
+
+def _broker_at(r: Any) -> datetime:
+    try:
+        return datetime.fromtimestamp(r.timestamp / 1000, UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)
 
 
 def _length(column: Any) -> int | None:

@@ -1,6 +1,6 @@
 """The tracker's store: what HQ sent, every acknowledgement and answer, consumer-group samples,
-incidents, reminders sent and quarantined records. Storage types; the wire types are in
-:mod:`notice_bus.wire.model`."""
+incidents, reminders sent, quarantined records and security events. Storage types; the wire
+types are in :mod:`notice_bus.wire.model`."""
 
 from __future__ import annotations
 
@@ -142,6 +142,24 @@ class QuarantinedRecord(SQLModel, table=True):
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
+class SecurityEvent(SQLModel, table=True):
+    """An acknowledgement or answer whose MAC failed (none, another bureau's, or the record
+    altered after signing): kept as evidence with its bytes and why, never counted as a
+    delivery. Keyed by its position, so a replay stores it once."""
+
+    __tablename__ = "tracker_security_event"
+    __table_args__ = (Index("ix_security_event_country_broker_at", "country", "broker_at"),)
+
+    topic: str = Field(primary_key=True, max_length=255)
+    partition: int = Field(primary_key=True)
+    offset: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    country: str = Field(max_length=2)
+    kind: str = Field(max_length=16)  # "forged_ack" or "forged_response"
+    reason: str
+    broker_at: datetime = ts_column(nullable=False)
+    raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
 SENT = table_of(SentEvent)
 ACK = table_of(AckEvent)
 RESPONSE = table_of(ResponseEvent)
@@ -149,6 +167,16 @@ GROUP_SAMPLE = table_of(GroupSample)
 INCIDENT = table_of(Incident)
 REMINDER_SENT = table_of(ReminderSent)
 QUARANTINE = table_of(QuarantinedRecord)
-TRACKER_TABLES = [SENT, ACK, RESPONSE, GROUP_SAMPLE, INCIDENT, REMINDER_SENT, QUARANTINE]
+SECURITY_EVENT = table_of(SecurityEvent)
+TRACKER_TABLES = [
+    SENT,
+    ACK,
+    RESPONSE,
+    GROUP_SAMPLE,
+    INCIDENT,
+    REMINDER_SENT,
+    QUARANTINE,
+    SECURITY_EVENT,
+]
 
-register("tracker", TRACKER_TABLES, head="tracker_0001", baseline="tracker_0001", here=__file__)
+register("tracker", TRACKER_TABLES, head="tracker_0002", baseline="tracker_0001", here=__file__)
