@@ -8,6 +8,11 @@ from typing import Any
 from notice_bus.wire.model import Action, ArrestWarrant, NoticeEvent, Person
 from notice_bus.wire.validation import Draft
 
+#: Three instants in milliseconds, in order, for the keyring and signing tests.
+T0 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
+T1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
+T2 = int(datetime(2026, 12, 5, 10, tzinfo=UTC).timestamp() * 1000)
+
 PERSON = Person(
     name="Иванов",
     forename="Алексей",

@@ -9,7 +9,6 @@ import os
 import re
 import stat
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,7 @@ from notice_bus.trust.keys import (
     write_public_key,
     write_secret,
 )
-
-T0 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
-T1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
-T2 = int(datetime(2026, 12, 5, 10, tzinfo=UTC).timestamp() * 1000)
+from tests.factories import T0, T1, T2
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -22,10 +21,8 @@ from notice_bus.trust.signing import (
     Verifier,
     verify,
 )
+from tests.factories import T0, T1, T2
 
-T0 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp() * 1000)
-T1 = int(datetime(2026, 12, 1, tzinfo=UTC).timestamp() * 1000)
-T2 = int(datetime(2026, 12, 5, 10, tzinfo=UTC).timestamp() * 1000)
 KEY = b"2026/1234"
 VALUE = b"\x00\x01avro-ish bytes of a red notice" * 20
 

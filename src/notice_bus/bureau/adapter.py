@@ -56,7 +56,6 @@ from notice_bus.errors import (
     TransientError,
 )
 from notice_bus.runtime.committer import Committer
-from notice_bus.runtime.identity import check_access
 from notice_bus.runtime.kafka import (
     corked,
     explain,
@@ -124,14 +123,9 @@ class Adapter:
         self._closed = False
         self._rewind_on_assign = from_beginning
         self._owns_producer = producer is None
-        if settings.secured:  # forbidden topics would be left out of the assignment, silently
-            check_access(
-                settings,
-                [t(cc) for cc in self.countries for t in (names.notices, names.reminders)],
-                group,
-            )
+        own = [t(cc) for cc in self.countries for t in (names.notices, names.reminders)]
         self._consumer, producer = open_clients(
-            settings, f"notice-bus-adapter-{label}", group, instance_id, producer
+            settings, f"notice-bus-adapter-{label}", group, own, instance_id, producer
         )
         self._producer = producer
         self._committer = Committer(self._consumer, producer)

@@ -8,6 +8,7 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
+from notice_bus.runtime.identity import check_access
 from notice_bus.runtime.kafka import connecting, kafka_config, unreachable
 from notice_bus.runtime.settings import Settings
 
@@ -16,13 +17,18 @@ def open_clients(
     settings: Settings,
     client_id: str,
     group: str,
+    topics: list[str],
     instance_id: str | None,
     producer: Any | None,
 ) -> tuple[Any, Any]:
     """The consumer of ``group`` and ``producer``, or a producer of our own if it is None.
     BrokerUnavailable (see :func:`~notice_bus.runtime.kafka.unreachable`) if either cannot
-    be made; nothing is left running then."""
+    be made; nothing is left running then. On a secured cluster, AccessDenied first unless
+    we may read ``topics`` and use ``group``: a consumer would leave a forbidden topic out of
+    its assignment, silently."""
     connecting(settings)
+    if settings.secured:
+        check_access(settings, topics, group)
     try:
         consumer = KafkaConsumer(
             **kafka_config(settings, client_id),

@@ -29,7 +29,7 @@ from notice_bus.errors import ConfigError
 from notice_bus.runtime.db import as_utc, make_engine, redact, translate_errors
 from notice_bus.runtime.settings import Settings
 from notice_bus.tracker import measures
-from notice_bus.tracker.group_health import Sample, Status, classify
+from notice_bus.tracker.group_health import Sample, Status, classify, security_status
 from notice_bus.tracker.policy import Policy
 from notice_bus.tracker.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from notice_bus.wire.model import utcnow
@@ -134,13 +134,6 @@ def country_status(
     if by_acks is Status.NEVER_CONNECTED and any(s.committed is not None for s in window):
         return Status.DOWN
     return by_acks
-
-
-def security_status(status: Status, security_events: int) -> Status:
-    """SECURITY for a country with security events, unless ``status`` is worse (DOWN,
-    STALLED, NEVER_CONNECTED: to be seen first)."""
-    below = list(Status).index(status) > list(Status).index(Status.SECURITY)
-    return Status.SECURITY if security_events and below else status
 
 
 def open_tracker_database(url: str) -> Engine:

@@ -38,7 +38,7 @@ _GROWTH_SAMPLES = 5
 class Status(StrEnum):
     """A country's health; declared worst first, the order in which reports list them.
     SECURITY is the report's, never the group's: acknowledgements or answers of the country
-    failed their MAC (:func:`notice_bus.reports.report.security_status`)."""
+    failed their MAC (:func:`security_status`)."""
 
     NEVER_CONNECTED = "NEVER_CONNECTED"
     DOWN = "DOWN"
@@ -46,6 +46,13 @@ class Status(StrEnum):
     SECURITY = "SECURITY"
     LAGGING = "LAGGING"
     OK = "OK"
+
+
+def security_status(status: Status, security_events: int) -> Status:
+    """SECURITY for a country with security events, unless ``status`` is worse (DOWN,
+    STALLED, NEVER_CONNECTED: to be seen first)."""
+    below = list(Status).index(status) > list(Status).index(Status.SECURITY)
+    return Status.SECURITY if security_events and below else status
 
 
 @dataclass(frozen=True, slots=True)
