@@ -10,7 +10,7 @@ PLUGINS := consumers/legacy_postgres consumers/file_drop consumers/rest_api
 .PHONY: help test lint demo bench venv clean
 
 help:
-	@echo "make demo   run HQ, a tracker and 11 country adapters on a local Kafka broker"
+	@echo "make demo   run HQ, a tracker and 11 country adapters on a secured local Kafka broker"
 	@echo "make test   lint, type-check and run the tests on real Kafka and PostgreSQL"
 	@echo "make bench  the benchmarks; figures printed and written to bench/results.json"
 

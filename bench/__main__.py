@@ -1,7 +1,8 @@
 """`make bench`: every benchmark, its figures printed and merged into bench/results.json.
 
 Sizes come from the environment so a quick look is possible (BENCH_NOTICES=60 make bench),
-and BENCH_ONLY=ingest|propagation|report runs one part; the defaults are the ones the
+and BENCH_ONLY=ingest|propagation|security|report runs one part (security: the plain
+196-country run and the secured one); the defaults are the ones the
 figures in README.md were measured with.
 """
 
@@ -17,6 +18,7 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import ingest, report_bench
+from bench.cluster import Cluster, handshakes, secured_cluster
 from bench.common import postgres, record, say
 from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
 from bench.report_bench import country_codes
@@ -53,52 +55,47 @@ def show(label: str, lat: Latencies, extra: str = "") -> None:
     )
 
 
-def pg_schemas(url: str, countries: list[str]) -> str:
+def pg_schemas(url: str, countries: list[str], prefix: str = "nb") -> str:
     """One schema per country in one database, as a hub's PostgreSQL would hold them; the
     URL template that points each country's adapter at its own schema (PostgreSQL folds the
     unquoted nb_FR of the search path to nb_fr)."""
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for cc in countries:
-            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "nb_{cc.lower()}"')
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{prefix}_{cc.lower()}"')
     sep = "&" if "?" in url else "?"
-    return url + sep + "options=-csearch_path%3Dnb_{country}"
+    return url + sep + f"options=-csearch_path%3D{prefix}_{{country}}"
 
 
-def propagation(bootstrap: str, pg_url: str, tmp: Path) -> None:
+def propagation(cluster: Cluster, pg_url: str, tmp: Path) -> RunResult:
+    """The baseline, then notice-bus at 1, 10, 50 and 196 countries; returns the 196 run."""
     world = country_codes(196)
     say(
         f"propagation: HQ publishes at {RATE:g}/s to every country; latency = publish call ->"
         f" RECORDED ack on the broker; {WARMUP} untimed notices first in every run; hosts of"
         f" 2 countries or more in {PROCESSES} processes"
     )
-    base = run_baseline(bootstrap, world, SMALL, RATE, tmp, warmup=WARMUP)
+    base = run_baseline(cluster, world, SMALL, RATE, tmp, warmup=WARMUP)
     show("raw kafka-python, 196", base)
     growth: dict[str, Any] = {}
     runs: dict[int, RunResult] = {}
-    for n, notices in ((1, SMALL), (10, SMALL), (50, SMALL), (196, NOTICES)):
+    for n, notices in ((1, SMALL), (10, SMALL), (50, SMALL)):
         countries = world[:n]
-        template = pg_schemas(pg_url, countries)
         procs = 1 if n == 1 else PROCESSES
         r = run_adapters(
-            bootstrap, countries, template, notices, RATE, tmp, f"pg{n}",
+            cluster, countries, pg_schemas(pg_url, countries), notices, RATE, tmp, f"pg{n}",
             processes=procs, warmup=WARMUP,
         )  # fmt: skip
         runs[n] = r
         show(f"notice-bus, PostgreSQL, {n}", r.latencies, f"RSS {r.rss_mb:.0f} MiB ({procs} p.)")
-        growth[str(n)] = {
-            **figures(r.latencies),
-            "rss_mb": round(r.rss_mb, 1),
-            "processes": procs,
-            "notices": notices,
-            "unrecorded": r.missing,
-        }
+        growth[str(n)] = growth_figures(r, notices)
+    top = runs[196] = world196(cluster, pg_url, tmp)
+    growth["196"] = growth_figures(top, NOTICES)
     lite = run_adapters(
-        bootstrap, world, f"sqlite:///{tmp}/lite-{{country}}.db", SMALL, RATE, tmp, "sqlite196",
+        cluster, world, f"sqlite:///{tmp}/lite-{{country}}.db", SMALL, RATE, tmp, "sqlite196",
         processes=PROCESSES, warmup=WARMUP,
     )  # fmt: skip
     show("notice-bus, SQLite, 196", lite.latencies, f"RSS {lite.rss_mb:.0f} MiB")
-    top = runs[196]
     record(
         {
             "propagation_p50_s": figures(top.latencies)["p50_s"],
@@ -123,6 +120,63 @@ def propagation(bootstrap: str, pg_url: str, tmp: Path) -> None:
             "growth": growth,
         }
     )
+    return top
+
+
+def world196(cluster: Cluster, pg_url: str, tmp: Path, schemas: str = "nb") -> RunResult:
+    """The figure the others are read against: 196 countries on PostgreSQL, NOTICES timed."""
+    world = country_codes(196)
+    label = "secured196" if cluster.secured else "pg196"
+    r = run_adapters(
+        cluster, world, pg_schemas(pg_url, world, schemas), NOTICES, RATE, tmp, label,
+        processes=PROCESSES, warmup=WARMUP,
+    )  # fmt: skip
+    what = "secured" if cluster.secured else "PostgreSQL"
+    show(f"notice-bus, {what}, 196", r.latencies, f"RSS {r.rss_mb:.0f} MiB ({PROCESSES} p.)")
+    return r
+
+
+def secured(plain: RunResult, pg_url: str, tmp: Path) -> None:
+    """The 196-country run again on a secured broker: SCRAM-SHA-512 over TLS for every
+    client, the broker's ACLs, HQ's Ed25519 signature on every notice checked by the
+    adapters, a MAC on every acknowledgement. Its own PostgreSQL schemas (nbs_*), so that
+    it writes every notice as new, as the plain run did."""
+    world = country_codes(196)
+    say("security: a secured broker (SCRAM-SHA-512 over TLS, ACLs), signatures and MACs on")
+    with secured_cluster(tmp / "secured", world) as (cluster, broker):
+        shakes = handshakes(cluster, broker)
+        say(
+            f"  a new client's first answer: SCRAM-SHA-512 {shakes['SASL_SSL'] * 1000:.0f} ms,"
+            f" mutual TLS {shakes['SSL'] * 1000:.0f} ms (median of 10)"
+        )
+        top = world196(cluster, pg_url, tmp, schemas="nbs")
+    ratio = figures(top.latencies)["p99_s"] / figures(plain.latencies)["p99_s"]
+    say(
+        f"  p99 secured {figures(top.latencies)['p99_s']:.3f} s, plain"
+        f" {figures(plain.latencies)['p99_s']:.3f} s: {ratio:.2f}x"
+    )
+    record(
+        {
+            "secured": {
+                **growth_figures(top, NOTICES),
+                "plain_p50_s": figures(plain.latencies)["p50_s"],
+                "plain_p99_s": figures(plain.latencies)["p99_s"],
+                "p99_ratio": round(ratio, 2),
+                "handshake_scram_ms": round(shakes["SASL_SSL"] * 1000, 1),
+                "handshake_mtls_ms": round(shakes["SSL"] * 1000, 1),
+            }
+        }
+    )
+
+
+def growth_figures(r: RunResult, notices: int) -> dict[str, Any]:
+    return {
+        **figures(r.latencies),
+        "rss_mb": round(r.rss_mb, 1),
+        "processes": r.processes,
+        "notices": notices,
+        "unrecorded": r.missing,
+    }
 
 
 def _p(values: list[float], q: float) -> float:
@@ -132,23 +186,31 @@ def _p(values: list[float], q: float) -> float:
 def main() -> None:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="notice-bus-bench-"))
-    broker = None
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-    if not bootstrap:
-        broker = LocalBroker(tmp / "kafka")
-        bootstrap = broker.start()
-    try:
-        with postgres() as pg_url:
-            if os.environ.get("BENCH_ONLY", "") in ("", "ingest"):
-                say("bulk paths on PostgreSQL:")
-                record(ingest.bootstrap(bootstrap, pg_url, tmp))
-                record(ingest.tracker_ingest(bootstrap, pg_url, country_codes(196)))
-            if os.environ.get("BENCH_ONLY", "") in ("", "propagation"):
-                propagation(bootstrap, pg_url, tmp)
-    finally:
-        if broker is not None:
-            broker.stop()
-    if os.environ.get("BENCH_ONLY", "") in ("", "report"):
+    only = os.environ.get("BENCH_ONLY", "")
+    with postgres() as pg_url:
+        plain: RunResult | None = None
+        if only in ("", "ingest", "propagation", "security"):
+            broker = None
+            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
+            if not bootstrap:
+                broker = LocalBroker(tmp / "kafka")
+                bootstrap = broker.start()
+            cluster = Cluster(bootstrap)
+            try:
+                if only in ("", "ingest"):
+                    say("bulk paths on PostgreSQL:")
+                    record(ingest.bootstrap(bootstrap, pg_url, tmp))
+                    record(ingest.tracker_ingest(bootstrap, pg_url, country_codes(196)))
+                if only in ("", "propagation"):
+                    plain = propagation(cluster, pg_url, tmp)
+                elif only == "security":
+                    plain = world196(cluster, pg_url, tmp)
+            finally:
+                if broker is not None:  # stopped: the secured run has the machine to itself
+                    broker.stop()
+        if plain is not None and only in ("", "security"):
+            secured(plain, pg_url, tmp)
+    if only in ("", "report"):
         report_bench.main()
     say(f"bench done in {time.monotonic() - started:.0f} s; figures in bench/results.json")
 

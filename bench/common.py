@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,3 +76,32 @@ def drop_topics(settings: Settings) -> None:
             time.sleep(5)  # the broker removes their files now, not during the next run
     finally:
         admin.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's high-water resident set (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for pid {pid}")
+
+
+def tree_peak_rss_mb(pid: int) -> float:
+    """The sum of the high-water resident sets of ``pid`` and all its descendants: what a
+    host split across processes (``--processes``) holds, its supervisor included."""
+    children: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        children[int(fields[1])].append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            total += peak_rss_mb(p)
+        except (OSError, RuntimeError):
+            continue  # exited meanwhile
+        todo += children.get(p, [])
+    return total

@@ -27,18 +27,21 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from bench.common import drop_topics, say
+from bench.cluster import Cluster
+from bench.common import drop_topics, say, tree_peak_rss_mb
 from notice_bus.hq.generate import make_drafts
 from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.kafka import kafka_config
 from notice_bus.runtime.settings import Settings
+from notice_bus.trust.cluster import init_cluster
 from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.model import AckStatus
 from notice_bus.wire.schema_registry import KafkaSchemaStore
-from notice_bus.wire.topics import TopicNames, init_topics
+from notice_bus.wire.topics import TopicNames
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -155,68 +158,52 @@ def latencies(
     return out
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's high-water resident set (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for pid {pid}")
-
-
-def tree_peak_rss_mb(pid: int) -> float:
-    """The sum of the high-water resident sets of ``pid`` and all its descendants: what a
-    host split across processes (``--processes``) holds, its supervisor included."""
-    children: dict[int, list[int]] = defaultdict(list)
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        children[int(fields[1])].append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            total += peak_rss_mb(p)
-        except (OSError, RuntimeError):
-            continue  # exited meanwhile
-        todo += children.get(p, [])
-    return total
-
-
 @contextmanager
 def run_topics(
-    bootstrap: str, tmp: Path, label: str, countries: Sequence[str]
+    cluster: Cluster, tmp: Path, label: str, countries: Sequence[str]
 ) -> Iterator[Settings]:
-    """A run's settings, under a prefix of its own, with its countries' topics."""
-    settings = bench_settings(bootstrap, tmp, label)
-    init_topics(settings, countries)
+    """A run's settings (admin's, on a secured cluster), under a prefix of its own, with its
+    countries' topics, and on a secured cluster the schemas and the grants for that prefix."""
+    settings = cluster.settings("admin", **run_overrides(tmp, label))
+    init_cluster(settings, countries)
     try:
         yield settings
     finally:
         drop_topics(settings)
 
 
-def bench_settings(bootstrap: str, tmp: Path, label: str) -> Settings:
-    return Settings(
-        bootstrap_servers=bootstrap,
-        topic_prefix=f"b{uuid.uuid4().hex[:6]}.{label}.",
-        partitions=1,  # a country's traffic fits one partition many times over
-        hq_database_url=f"sqlite:///{tmp}/hq-{label}.db",
-    )
+def settings_of_run(settings: Settings) -> dict[str, Any]:
+    """The run's own settings, for another principal's settings."""
+    keys = ("topic_prefix", "partitions", "hq_database_url")
+    return {k: getattr(settings, k) for k in keys}
+
+
+def run_overrides(tmp: Path, label: str) -> dict[str, Any]:
+    return {
+        "topic_prefix": f"b{uuid.uuid4().hex[:6]}.{label}.",
+        "partitions": 1,  # a country's traffic fits one partition many times over
+        "hq_database_url": f"sqlite:///{tmp}/hq-{label}.db",
+    }
 
 
 @contextmanager
 def host_process(
-    settings: Settings, countries: Sequence[str], url_template: str, log: Path, processes: int
+    cluster: Cluster,
+    settings: Settings,
+    countries: Sequence[str],
+    url_template: str,
+    log: Path,
+    processes: int,
 ) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
+        **cluster.host_env(),
         "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "NOTICE_BUS_TOPIC_PREFIX": settings.topic_prefix,
         "NOTICE_BUS_PARTITIONS": str(settings.partitions),
     }
     cmd = [sys.executable, "-m", "notice_bus.cli", "adapter", "--country", ",".join(countries)]
+    cmd += cluster.host_args()
     if processes > 1:
         cmd += ["--processes", str(processes)]
     with open(log, "ab") as out:
@@ -261,7 +248,7 @@ def warm_up(
 
 
 def run_adapters(
-    bootstrap: str,
+    cluster: Cluster,
     countries: Sequence[str],
     url_template: str,
     notices: int,
@@ -274,13 +261,13 @@ def run_adapters(
 ) -> RunResult:
     """Publish ``notices`` at ``rate`` to ``countries`` served by one host, in ``processes``
     processes, after ``warmup`` untimed notices (see :func:`warm_up`)."""
-    with run_topics(bootstrap, tmp, label, countries) as settings:
+    with run_topics(cluster, tmp, label, countries) as settings:
         watch = AckWatch(settings, countries, decode=True)
         drafts = make_drafts(notices + warmup + 1, seed=len(countries), first_number=50000)
         log = tmp / f"{label}.log"
         with (
-            HQ(settings) as hq,
-            host_process(settings, countries, url_template, log, processes) as proc,
+            HQ(cluster.settings("hq", **settings_of_run(settings))) as hq,
+            host_process(cluster, settings, countries, url_template, log, processes) as proc,
         ):
             # A first notice everyone must record: every adapter is up and has joined its group.
             began = time.monotonic()
@@ -323,7 +310,7 @@ def run_adapters(
 
 
 def run_baseline(
-    bootstrap: str,
+    cluster: Cluster,
     countries: Sequence[str],
     notices: int,
     rate: float,
@@ -332,7 +319,7 @@ def run_baseline(
     warmup: int = 0,
 ) -> Latencies:
     """Bare kafka-python: produce -> consume -> produce, over topics laid out as ours."""
-    with run_topics(bootstrap, tmp, "raw", countries) as settings:
+    with run_topics(cluster, tmp, "raw", countries) as settings:
         names = TopicNames(settings.topic_prefix)
         watch = AckWatch(settings, countries, decode=False)
         payload = os.urandom(1200)  # about an encoded notice

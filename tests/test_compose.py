@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 import tomllib
 from dataclasses import fields
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 
 import yaml
 
+from notice_bus.cli import main
 from notice_bus.hq.publisher import read_drafts
 from notice_bus.runtime.settings import Settings
+from notice_bus.trust.pki import names_in
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,16 +53,72 @@ def test_every_dependency_exists_and_clients_point_at_the_broker() -> None:
         if "KAFKA_BOOTSTRAP_SERVERS" in env:
             host, port = env["KAFKA_BOOTSTRAP_SERVERS"].split(":")
             assert host in services
-            assert (
-                f"PLAINTEXT://{host}:{port}"
-                in services[host]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-            )
+            assert listener_of(services[host], f"{host}:{port}")
     for volume in (v for s in services.values() for v in s.get("volumes", [])):
         source = volume.split(":")[0]
         if source.startswith("./"):
             assert (ROOT / source).exists(), source
         else:
             assert source in compose["volumes"]
+
+
+def listener_of(broker: dict[str, Any], address: str) -> str:
+    """The security protocol of the broker's advertised listener at ``address``."""
+    env = broker["environment"]
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        name, _, where = listener.partition("://")
+        if where == address:
+            return protocols[name]
+    raise AssertionError(f"the broker advertises no listener at {address}")
+
+
+def test_the_broker_lets_in_only_clients_with_a_certificate_and_an_acl() -> None:
+    kafka = load()["services"]["kafka"]
+    env = kafka["environment"]
+    assert listener_of(kafka, "kafka:9092") == "SSL"
+    assert set(env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")) == {
+        "CLIENTS:SSL",
+        "CONTROLLER:SSL",
+    }
+    assert env["KAFKA_SSL_CLIENT_AUTH"] == "required"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert set(env["KAFKA_SUPER_USERS"].split(";")) == {"User:broker", "User:admin"}
+    # The image's start script asks for Java keystores when a listener's name says SSL.
+    assert "SSL" not in env["KAFKA_LISTENERS"] + env["KAFKA_ADVERTISED_LISTENERS"]
+    mounts = dict(reversed(v.split(":")[:2]) for v in kafka["volumes"])
+    for key in ("KAFKA_SSL_KEYSTORE_LOCATION", "KAFKA_SSL_TRUSTSTORE_LOCATION"):
+        assert env[key].rsplit("/", 1)[0] in mounts, key
+
+
+def test_each_service_connects_as_a_principal_the_pki_service_issues(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Runs the pki service's `notice-bus pki` as written (its /pki here in tmp_path), then
+    checks every service's settings file is one it wrote, for the right principal."""
+    services = load()["services"]
+    script = services["pki"]["command"][0]
+    argv = shlex.split(script.split("&&")[0])[1:]
+    argv[argv.index("--dir") + 1] = str(tmp_path)
+    assert main(argv) == 0
+    assert "kafka" in names_in(tmp_path / "broker" / "server.pem")  # the name clients use
+    topics = services["topics"]["command"]
+    assert argv[argv.index("--countries") + 1] == topics[topics.index("--countries") + 1]
+    for name, service in ours({"services": services}).items():
+        if name == "pki":
+            continue
+        config = service["environment"]["NOTICE_BUS_CONFIG"]
+        principal = config.removeprefix("/pki/").split("/")[0]
+        command = service.get("command", [])
+        if command and command[0] == "adapter":
+            assert principal == f"bureau-{command[command.index('--country') + 1]}", name
+        else:
+            want = {"topics": "admin", "hq": "hq", "tracker": "tracker", "dashboard": "tracker"}
+            assert principal == want[name], name
+        settings = (tmp_path / config.removeprefix("/pki/")).read_text()
+        assert 'security_protocol = "SSL"' in settings, name
+        assert "pki:/pki:ro" in service["volumes"], name
 
 
 def test_country_databases_are_created() -> None:
@@ -128,6 +187,8 @@ def test_documented_hq_commands_use_files_in_the_repo() -> None:
     mounts = {}
     for volume in hq["volumes"]:
         source, target = volume.split(":")[:2]
+        if not source.startswith("./"):
+            continue  # a named volume
         assert (ROOT / source).exists(), source
         mounts[target] = ROOT / source
     header = (ROOT / "compose.yaml").read_text().split("\nname:", 1)[0]

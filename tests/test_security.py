@@ -43,6 +43,7 @@ from tests.factories import draft, event
 
 pytestmark = pytest.mark.kafka
 COUNTRIES = ["FR", "DE", "TH", "IT", "ES", "PT"]
+HUB = {"south": ["GR", "CY"]}  # a hub principal, its countries split across two processes
 
 
 class Secured:
@@ -77,7 +78,7 @@ class Secured:
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     tmp = tmp_path_factory.mktemp("secured")
     pki = tmp / "pki"
-    issue(pki, countries=COUNTRIES)
+    issue(pki, countries=COUNTRIES, hubs=HUB)
     with LocalBroker(pki=pki) as broker:
         s = Secured(pki, broker, tmp)
         env = {"NOTICE_BUS_CONFIG": str(pki / "admin" / "notice-bus.toml")}
@@ -85,7 +86,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
             for k, v in env.items():
                 mp.setenv(k, v)
             mp.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap_servers)
-            assert main(["topics", "init", "--countries", ",".join(COUNTRIES)]) == 0
+            every = COUNTRIES + HUB["south"]
+            assert main(["topics", "init", "--countries", ",".join(every)]) == 0
         yield s
 
 
@@ -198,6 +200,27 @@ def test_a_revoked_bureau_is_cut_off_on_open_connections_and_cannot_connect_agai
     assert time.monotonic() - started < 10
     with pytest.raises(AccessDenied):  # its certificate is still good, its grants are not
         Adapter(secured.mtls("bureau-TH"), {"TH": SqlSink(url)})
+
+
+def test_a_hub_split_across_processes_uses_its_shards_groups_and_no_other(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """``--processes 2`` gives each shard a group of its own (south.1-of-2): the hub's grants
+    cover them, and not a bureau's group or another hub's."""
+    hub = secured.as_("hub-south")
+    hq = HQ(secured.as_("hq"))
+    hq.publish([draft("2026/351", ("GR", "CY"))])
+    hq.close()
+    urls = {cc: f"sqlite:///{tmp_path}/{cc}.db" for cc in HUB["south"]}
+    for i, cc in enumerate(HUB["south"]):
+        adapter = Adapter(hub, {cc: SqlSink(urls[cc])}, hub=f"south.{i + 1}-of-2")
+        try:
+            pump(adapter, lambda cc=cc: local_rows(urls[cc]) == [("2026/351", 1, "ACTIVE")])
+        finally:
+            adapter.close()
+    for other in ("north", "south-x"):
+        with pytest.raises(AccessDenied, match=f"notice-bus.hub.{other}"):
+            Adapter(hub, {"GR": SqlSink(urls["GR"])}, hub=other)
 
 
 @pytest.mark.parametrize("key", ["a stranger's key", "no signature"])

@@ -89,6 +89,21 @@ def test_a_verifier_checks_many_records_with_one_key_load(hq: Signer, ring: Keyr
         verifier.verify(KEY, VALUE, hq.headers(KEY, VALUE + b"!"), T0)
 
 
+def test_a_hubs_copies_of_a_record_are_checked_once_and_each_at_its_own_time(
+    hq: Signer, ring: Keyring
+) -> None:
+    verifier = Verifier(ring.rotate(generate_private_key().public_key(), "hq", T1))
+    headers = hq.headers(KEY, VALUE)
+    for _ in range(196):  # the same record on every country's topic
+        verifier.verify(KEY, VALUE, headers, T0 + 1)
+    assert verifier.checks == 1
+    with pytest.raises(SignatureInvalid, match="retired"):  # a copy appended after retirement
+        verifier.verify(KEY, VALUE, headers, T1 + 1)
+    with pytest.raises(SignatureInvalid, match="does not match"):  # same headers, other value
+        verifier.verify(KEY, VALUE + b"!", headers, T0 + 1)
+    assert verifier.checks == 2
+
+
 def test_an_altered_value_fails(hq: Signer, ring: Keyring) -> None:
     headers = hq.headers(KEY, VALUE)
     assert reason(ring, KEY, VALUE[:-1] + b"X", headers, T0 + 1) == MISMATCH

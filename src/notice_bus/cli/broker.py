@@ -63,24 +63,16 @@ def _cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_topics_init(args: argparse.Namespace, settings: Settings) -> int:
-    from notice_bus.wire.topics import init_topics
+    from notice_bus.cli.trust import applied
+    from notice_bus.trust.cluster import init_cluster
 
-    created = init_topics(settings, args.countries)
-    print(f"created {len(created)} topics" + (": " + ", ".join(created) if created else ""))
-    if settings.secured:
-        # Only HQ and admin may write the schema topic: register every schema now, so that
-        # a bureau's or the tracker's codec finds its own there.
-        from notice_bus.wire.codec import load_schema, schema_dir
-        from notice_bus.wire.schema_registry import KafkaSchemaStore
-
-        store = KafkaSchemaStore(settings)
-        for path in sorted(schema_dir().glob("*.avsc")):
-            store.register(load_schema(path.stem))
-        if settings.principals_file:
-            from notice_bus.cli.trust import applied
-            from notice_bus.trust.acl import apply_registry
-
-            print(applied(apply_registry(settings)))
+    done = init_cluster(settings, args.countries)
+    print(
+        f"created {len(done.created)} topics"
+        + (": " + ", ".join(done.created) if done.created else "")
+    )
+    if done.applied is not None:
+        print(applied(done.applied))
     return 0
 
 

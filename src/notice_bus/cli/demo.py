@@ -1,7 +1,9 @@
 """``notice-bus demo``: the whole path on embedded defaults, in one process.
 
-A local Kafka broker (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster), a tracker, and
-adapters for twelve countries each writing to its own SQLite file; one adapter is slow and
+A local Kafka broker, secured (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluster): mutual TLS
+with credentials ``notice-bus pki`` issues into ``.notice-bus/pki``, the broker's ACLs, HQ's
+signature on every notice, a MAC on every acknowledgement. A tracker, and adapters for twelve
+countries, each its own bureau writing to its own SQLite file; one adapter is slow and
 one is never started. HQ publishes generated notices, then updates and cancels some; the demo
 ends with the report, in which the slow and the absent country stand out. The tracker's
 database stays in ``.notice-bus/``, so ``notice-bus report`` shows the same run afterwards.
@@ -15,7 +17,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -24,17 +26,23 @@ from notice_bus.bureau.adapter import Adapter
 from notice_bus.bureau.sinks.sink import Sink
 from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.bureau.sinks.tables import RED_NOTICE
+from notice_bus.errors import AuthenticationFailed
 from notice_bus.hq.generate import make_drafts, revise
 from notice_bus.hq.publisher import HQ
 from notice_bus.reports.report import CountryReport, Status, build_report, to_table
 from notice_bus.runtime.db import make_engine
+from notice_bus.runtime.kafka import admin_client
 from notice_bus.runtime.local_broker import LocalBroker
 from notice_bus.runtime.settings import STATE_DIR, Settings
 from notice_bus.tracker.ingest import Tracker
 from notice_bus.tracker.tables import TRACKER_TABLES
+from notice_bus.trust.cluster import init_cluster
+from notice_bus.trust.pki import issue
+from notice_bus.trust.principals import bureau_name
 from notice_bus.wire.model import ACTIVE, NoticeEvent
-from notice_bus.wire.topics import init_topics
 
+#: How the demo's principals connect: mutual TLS (see :func:`_secured_broker`).
+PROTOCOL = "SSL"
 COUNTRIES = ["FR", "DE", "ES", "IT", "ID", "TH", "BR", "NG", "JP", "AU", "CA", "ZA"]
 SLOW, ABSENT = "BR", "NG"
 
@@ -66,33 +74,30 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
         path.unlink()
     demo_dir.mkdir(parents=True)
 
-    broker: LocalBroker | None = None
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        _say("starting a local Kafka broker (the first run fetches its jars with Maven)")
-        broker = LocalBroker()
-        settings = settings.with_(bootstrap_servers=broker.start())
-    else:  # a shared cluster: keep this run's topics apart
-        settings = settings.with_(topic_prefix=f"demo-{uuid.uuid4().hex[:6]}.")
-    _say(f"Kafka at {settings.bootstrap_servers}")
+    broker, as_ = _cluster(settings)
+    settings = as_("admin")
+    _say(f"Kafka at {settings.bootstrap_servers} ({settings.security_protocol})")
     stop = threading.Event()
     threads: list[threading.Thread] = []
     try:
-        init_topics(settings, COUNTRIES)
+        init_cluster(settings, COUNTRIES)
         _say(f"topics ready for {len(COUNTRIES)} countries: {', '.join(COUNTRIES)}")
-        threads.append(_start(Tracker(settings).run, stop, "tracker"))
+        if broker is not None:
+            _show_refusal(broker, settings)
+        threads.append(_start(Tracker(as_("tracker")).run, stop, "tracker"))
         for cc in COUNTRIES:
             if cc == ABSENT:
                 continue
             sink: Sink = SqlSink(f"sqlite:///{demo_dir / cc}.db")
-            conf = settings
+            conf = as_(bureau_name(cc))
             if cc == SLOW:
-                sink, conf = SlowSink(sink, delay=1.0), settings.with_(batch_size=5)
+                sink, conf = SlowSink(sink, delay=1.0), conf.with_(batch_size=5)
             threads.append(_start(Adapter(conf, {cc: sink}).run, stop, f"adapter-{cc}"))
         _say(
-            f"adapters running for {len(COUNTRIES) - 1} countries"
+            f"adapters running for {len(COUNTRIES) - 1} countries, each as its own bureau"
             f" ({SLOW} deliberately slow, {ABSENT} never started)"
         )
-        expected = _publish(settings, notices, stop)
+        expected = _publish(as_("hq"), notices, stop)
         _await_quiet(settings, stop)
     finally:
         stop.set()
@@ -105,6 +110,56 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
     _check_local_copies(demo_dir, expected)
     _say("run `.venv/bin/notice-bus report` (or --format json) to see this report again")
     return 0
+
+
+def _cluster(settings: Settings) -> tuple[LocalBroker | None, Callable[[str], Settings]]:
+    """The broker, and each principal's settings on it: a secured local broker, or else the
+    configured cluster with the configured settings, this run's topics kept apart."""
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        _say("starting a local Kafka broker (the first run fetches its jars with Maven)")
+        return _secured_broker(settings)
+    shared = settings.with_(topic_prefix=f"demo-{uuid.uuid4().hex[:6]}.")
+    return None, lambda _principal: shared
+
+
+def _secured_broker(settings: Settings) -> tuple[LocalBroker, Callable[[str], Settings]]:
+    """A local broker that lets in only the principals ``notice-bus pki`` issued (kept in
+    .notice-bus/pki, issued once), each reached by mutual TLS: a new connection costs less
+    than with SCRAM (bench/results.json, ``secured.handshake_*``)."""
+    pki = STATE_DIR / "pki"
+    issue(pki, countries=COUNTRIES, protocol=PROTOCOL)
+    _say(
+        f"credentials in {pki}/: the CA (ca.crt), a certificate, key and settings file"
+        " (notice-bus.toml) for admin, hq, tracker and each bureau-CC; HQ's signing key"
+        " (hq/signing.key) under the root in signing/; principals.toml"
+    )
+    broker = LocalBroker(pki=pki)
+    broker.start()
+    bootstrap = broker.tls_bootstrap_servers if PROTOCOL == "SSL" else broker.bootstrap_servers
+
+    def as_(principal: str) -> Settings:
+        return settings.overlay(pki / principal / "notice-bus.toml").with_(
+            bootstrap_servers=bootstrap, security_protocol=PROTOCOL
+        )
+
+    return broker, as_
+
+
+def _show_refusal(broker: LocalBroker, settings: Settings) -> None:
+    """What a user the cluster does not know is told: in words, at once."""
+    stranger = settings.with_(
+        bootstrap_servers=broker.bootstrap_servers,
+        security_protocol="SASL_SSL",
+        sasl_username="stranger",
+        sasl_password="a guess",
+    )
+    began = time.monotonic()
+    try:
+        admin_client(stranger).close()
+    except AuthenticationFailed as exc:
+        _say(f"an unknown user is refused in {time.monotonic() - began:.1f} s: {exc}")
+        return
+    _say("WARNING: the broker let in a user it does not know")
 
 
 def _publish(settings: Settings, count: int, stop: threading.Event) -> dict[str, int]:

@@ -39,6 +39,13 @@ def _pki_args(c: argparse.ArgumentParser) -> None:
         help="a hub and its countries: europe=FR,DE; repeat for several (default: none)",
     )
     c.add_argument(
+        "--broker-name",
+        action="append",
+        default=[],
+        help="a host name clients reach the broker by, for its certificate (beside localhost"
+        " and 127.0.0.1); repeat for several",
+    )
+    c.add_argument(
         "--protocol",
         choices=["SASL_SSL", "SSL"],
         default="SASL_SSL",
@@ -63,6 +70,7 @@ def _cmd_pki(args: argparse.Namespace, settings: Settings) -> int:
         countries=args.countries or [],
         hubs=dict(args.hub or []),
         protocol=args.protocol,
+        broker_names=args.broker_name,
     )
     print(f"wrote {len(written)} files in {args.dir}" + ("" if written else " (all there already)"))
     print(

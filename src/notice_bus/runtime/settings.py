@@ -152,6 +152,11 @@ class Settings:
         """A copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    def overlay(self, config_file: str | Path) -> Settings:
+        """A copy with the settings of ``config_file`` on top: a principal's credentials (the
+        file ``notice-bus pki`` writes for it) over a deployment's settings."""
+        return self.with_(**_coerce(_read_file(Path(config_file)), source=str(config_file)))
+
     @classmethod
     def load(
         cls,

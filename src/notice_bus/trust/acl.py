@@ -9,7 +9,8 @@ The grants, every one ALLOW on a LITERAL name (a prefix ``notices.FR`` would als
   escalation), uses its own group and describes the adapters' groups;
 - a bureau reads its own notices, reminders and dead letters, writes its own acks, responses,
   requests and dead letters, and uses its own group and the one that replays its dead letters;
-- a hub, the union for its countries, and its hub group;
+- a hub, the union for its countries, its hub group and its shards' (a PREFIXED ``NAME.``:
+  hub names have no dot, so no other hub's group starts so);
 - everyone reads the schema and keyring topics. ``admin`` is the broker's super user.
 
 Applying is idempotent and exact for the registry's principals: missing grants are created,
@@ -19,6 +20,7 @@ deleted, and ACLs of principals the registry does not name are left alone.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,12 +111,12 @@ def grants(
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc), t.dead_letters(cc)):
                     topic(name, "WRITE")
                 out.append(Grant(n, "GROUP", f"{settings.topic_prefix}notice-bus.dlq.{cc}", "READ"))
-            own = (
-                group_id(settings, p.countries[0])
-                if p.role == "bureau"
-                else hub_group_id(settings, p.name.removeprefix("hub-"))
-            )
-            out.append(Grant(n, "GROUP", own, "READ"))
+            if p.role == "bureau":
+                out.append(Grant(n, "GROUP", group_id(settings, p.countries[0]), "READ"))
+            else:  # the hub's group, and those of its shards (``--processes``: NAME.1-of-2)
+                own = hub_group_id(settings, p.name.removeprefix("hub-"))
+                out.append(Grant(n, "GROUP", own, "READ"))
+                out.append(Grant(n, "GROUP", f"{own}.", "READ", "PREFIXED"))
     return sorted(set(out))
 
 
@@ -162,7 +164,24 @@ def apply(admin: Any, wanted: Iterable[Grant], principals: Iterable[str]) -> tup
             admin.delete_acls([g.acl() for g in delete])
     except KafkaError as exc:
         raise _failed("changing the cluster's ACLs", exc) from exc
+    if create or delete:
+        _await(admin, want, principals)
     return len(create), len(delete)
+
+
+def _await(admin: Any, want: set[Grant], principals: Iterable[str], timeout_s: float = 15) -> None:
+    """Return once the broker answers with ``want``: the controller has accepted the change,
+    and the broker's authorizer, which answers this from the same metadata, has it too. A
+    client started right after ``acl apply`` is then let in."""
+    names = list(principals)
+    deadline = time.monotonic() + timeout_s
+    while current(admin, names) != want:
+        if time.monotonic() > deadline:
+            raise BrokerUnavailable(
+                f"the broker did not show the new ACLs within {timeout_s:g} s; run"
+                " `notice-bus acl show` to see what it holds"
+            )
+        time.sleep(0.1)
 
 
 def table(found: Iterable[Grant]) -> str:

@@ -1,7 +1,8 @@
 """``notice-bus pki``: everything a test or small deployment needs to be trusted, in one folder.
 
     DIR/ca.crt, ca.key            the CA every broker and client certificate is signed by
-    DIR/broker/server.pem          the local broker's key and certificate (127.0.0.1, localhost)
+    DIR/broker/server.pem          the broker's key and certificate (127.0.0.1, localhost and
+                                   the --broker-name given)
     DIR/<principal>/               admin, hq, tracker, bureau-CC, hub-NAME: client.crt/.key
                                    (mutual TLS; CN = the principal), scram.password (SCRAM),
                                    notice-bus.toml (the settings that use them)
@@ -51,17 +52,21 @@ def issue(
     countries: Iterable[str] = (),
     hubs: Mapping[str, Sequence[str]] | None = None,
     protocol: str = "SASL_SSL",
+    broker_names: Sequence[str] = (),
 ) -> list[Path]:
     """Issue what is missing in ``folder`` for admin, HQ, the tracker, a bureau per country and
-    the ``hubs`` (name: countries); returns the files written."""
+    the ``hubs`` (name: countries); returns the files written. The broker's certificate names
+    localhost, 127.0.0.1 and ``broker_names`` (the hosts clients reach it by), and is issued
+    again when it lacks one of them."""
     root = Path(folder).resolve()
     written: list[Path] = []
     try:
         root.mkdir(parents=True, exist_ok=True)
         ca_key, ca_cert = _ca(root, written)
         server = root / "broker" / "server.pem"
-        if not server.exists():
-            _write_pair(server, server, "broker", ca_key, ca_cert, server_names=True)
+        names = ["localhost", "127.0.0.1", *broker_names]
+        if not server.exists() or not set(names) <= names_in(server):
+            _write_pair(server, server, "broker", ca_key, ca_cert, server_names=names)
             written.append(server)
         registry_path = root / "principals.toml"
         registry = read_principals(registry_path) if registry_path.exists() else {}
@@ -130,7 +135,7 @@ def _write_pair(
     ca_key: ec.EllipticCurvePrivateKey,
     ca_cert: x509.Certificate,
     *,
-    server_names: bool = False,
+    server_names: Sequence[str] = (),
 ) -> None:
     """A key and a certificate for ``common_name`` signed by the CA; the same path for both
     makes one PEM file holding the key then the certificate (Kafka's PEM key store)."""
@@ -162,10 +167,7 @@ def _write_pair(
         )
     )
     if server_names:
-        names: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]
+        names = [_general_name(n) for n in server_names]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
     key_path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,6 +240,23 @@ def _principal(
         lines.append(f'ack_key_file = "{keyfile}"')
     (folder / "notice-bus.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
     written.append(folder / "notice-bus.toml")
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+def names_in(path: Path) -> set[str]:
+    """The host names and addresses a certificate (the last PEM block of ``path``) is for."""
+    cert = x509.load_pem_x509_certificates(path.read_bytes())[-1]
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {str(n.value) for n in san}
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:

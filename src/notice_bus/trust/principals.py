@@ -14,6 +14,7 @@ secrets in it, written by ``notice-bus pki`` next to the credentials it issues:
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,6 +43,10 @@ def bureau_name(country: str) -> str:
 
 
 def hub_name(hub: str) -> str:
+    """The principal of hub ``hub``: letters, digits, ``_`` and ``-`` only, since its
+    shards' groups are granted by the prefix ``hub.NAME.`` that a dotted name would extend."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", hub):
+        raise ConfigError(f"hub name {hub!r}: use letters, digits, _ and - only")
     return f"hub-{hub}"
 
 

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerUnavailable, ConfigError
+from notice_bus.runtime.identity import identity_of
 from notice_bus.runtime.kafka import connecting, explain, kafka_config, retry_transient, unreachable
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.codec import MemorySchemaStore, Schema, SchemaStore, schema_fingerprint
@@ -57,9 +58,14 @@ class KafkaSchemaStore(SchemaStore):
             self._refresh()
         if self._known.lookup(fp) is None:
             if not self._topic_exists:
+                hidden = (
+                    f", or {identity_of(self._settings)} may not see it (`notice-bus acl show`)"
+                    if self._settings.secured
+                    else ""
+                )
                 raise ConfigError(
-                    f"topic {self._topic} does not exist at {self._settings.bootstrap_servers};"
-                    " run `notice-bus topics init --countries ...` first"
+                    f"topic {self._topic} does not exist at {self._settings.bootstrap_servers}"
+                    f"{hidden}; run `notice-bus topics init --countries ...` first"
                 )
             self._send(fp, schema)
             self._known.register(schema)
