@@ -134,7 +134,7 @@ def test_both_endpoints_pass_promtool_with_conventional_names(
 def test_example_alert_rules_are_valid_and_fire(tmp_path: Path) -> None:
     checked = promtool("check", "rules", str(ALERTS))
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "SUCCESS: 7 rules found" in checked.stdout
+    assert "SUCCESS: 8 rules found" in checked.stdout
     # The tracker's heartbeat stops at 60 s; a notice waits at TH past the record deadline.
     tests = tmp_path / "alerts_test.yml"
     tests.write_text(
@@ -150,6 +150,8 @@ tests:
         values: 700+30x30
       - series: notice_bus_oldest_waiting_seconds{{country="FR"}}
         values: 0x30
+      - series: notice_bus_security_events_total{{country="ES"}}
+        values: 0x10 2x20
     alert_rule_test:
       - eval_time: 2m
         alertname: NoticeBusTrackerNotSampling
@@ -168,6 +170,16 @@ tests:
             exp_annotations:
               summary: "TH has a notice waiting for 21m 40s"
               description: "Past the record deadline (record_within_s)."
+      - eval_time: 4m
+        alertname: NoticeBusSecurityEvent
+        exp_alerts: []
+      - eval_time: 6m
+        alertname: NoticeBusSecurityEvent
+        exp_alerts:
+          - exp_labels: {{severity: page, country: ES}}
+            exp_annotations:
+              summary: "ES: 2 acknowledgements or answers failed their MAC"
+              description: "See the report's SECURITY column and the tracker_security_event table."
 """,
         encoding="utf-8",
     )
