@@ -18,11 +18,10 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import ingest, report_bench
-from bench.cluster import Cluster, handshakes, secured_cluster
+from bench.cluster import Cluster, handshakes, plain_cluster, secured_cluster
 from bench.common import postgres, record, say
 from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
 from bench.report_bench import country_codes
-from notice_bus.runtime.local_broker import LocalBroker
 
 NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # at 196 countries, PostgreSQL
 SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # other runs and the baseline
@@ -190,24 +189,15 @@ def main() -> None:
     with postgres() as pg_url:
         plain: RunResult | None = None
         if only in ("", "ingest", "propagation", "security"):
-            broker = None
-            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "")
-            if not bootstrap:
-                broker = LocalBroker(tmp / "kafka")
-                bootstrap = broker.start()
-            cluster = Cluster(bootstrap)
-            try:
+            with plain_cluster(tmp) as cluster:
                 if only in ("", "ingest"):
                     say("bulk paths on PostgreSQL:")
-                    record(ingest.bootstrap(bootstrap, pg_url, tmp))
-                    record(ingest.tracker_ingest(bootstrap, pg_url, country_codes(196)))
+                    record(ingest.bootstrap(cluster.bootstrap, pg_url, tmp))
+                    record(ingest.tracker_ingest(cluster.bootstrap, pg_url, country_codes(196)))
                 if only in ("", "propagation"):
                     plain = propagation(cluster, pg_url, tmp)
                 elif only == "security":
                     plain = world196(cluster, pg_url, tmp)
-            finally:
-                if broker is not None:  # stopped: the secured run has the machine to itself
-                    broker.stop()
         if plain is not None and only in ("", "security"):
             secured(plain, pg_url, tmp)
     if only in ("", "report"):

@@ -4,6 +4,7 @@ signatures on every notice and the bureaus' MACs on every acknowledgement)."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Iterator, Sequence
@@ -36,10 +37,14 @@ class Cluster:
         return self.pki is not None
 
     def settings(self, principal: str, **overrides: Any) -> Settings:
-        overrides = {"bootstrap_servers": self.bootstrap, **overrides}
+        """``principal``'s settings on this cluster, ``overrides`` on top."""
+        return self.as_(principal, Settings(bootstrap_servers=self.bootstrap)).with_(**overrides)
+
+    def as_(self, principal: str, settings: Settings) -> Settings:
+        """``settings`` with ``principal``'s credentials on top (none on a plain cluster)."""
         if self.pki is None:
-            return Settings(**overrides)
-        return Settings.load(self.pki / principal / "notice-bus.toml", env={}, **overrides)
+            return settings
+        return settings.overlay(self.pki / principal / "notice-bus.toml")
 
     def host_env(self) -> dict[str, str]:
         """What the adapters' host process adds to its environment."""
@@ -49,6 +54,17 @@ class Cluster:
 
     def host_args(self) -> list[str]:
         return ["--hub", HUB] if self.secured else []
+
+
+@contextmanager
+def plain_cluster(tmp: Path) -> Iterator[Cluster]:
+    """``KAFKA_BOOTSTRAP_SERVERS``, else a local broker, stopped on the way out: the secured
+    run that may follow then has the machine to itself."""
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""):
+        yield Cluster(bootstrap)
+        return
+    with LocalBroker(tmp / "kafka") as broker:
+        yield Cluster(broker.bootstrap_servers)
 
 
 @contextmanager

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -164,26 +163,17 @@ def run_topics(
 ) -> Iterator[Settings]:
     """A run's settings (admin's, on a secured cluster), under a prefix of its own, with its
     countries' topics, and on a secured cluster the schemas and the grants for that prefix."""
-    settings = cluster.settings("admin", **run_overrides(tmp, label))
+    settings = cluster.settings(
+        "admin",
+        topic_prefix=f"b{uuid.uuid4().hex[:6]}.{label}.",
+        partitions=1,  # a country's traffic fits one partition many times over
+        hq_database_url=f"sqlite:///{tmp}/hq-{label}.db",
+    )
     init_cluster(settings, countries)
     try:
         yield settings
     finally:
         drop_topics(settings)
-
-
-def settings_of_run(settings: Settings) -> dict[str, Any]:
-    """The run's own settings, for another principal's settings."""
-    keys = ("topic_prefix", "partitions", "hq_database_url")
-    return {k: getattr(settings, k) for k in keys}
-
-
-def run_overrides(tmp: Path, label: str) -> dict[str, Any]:
-    return {
-        "topic_prefix": f"b{uuid.uuid4().hex[:6]}.{label}.",
-        "partitions": 1,  # a country's traffic fits one partition many times over
-        "hq_database_url": f"sqlite:///{tmp}/hq-{label}.db",
-    }
 
 
 @contextmanager
@@ -266,7 +256,7 @@ def run_adapters(
         drafts = make_drafts(notices + warmup + 1, seed=len(countries), first_number=50000)
         log = tmp / f"{label}.log"
         with (
-            HQ(cluster.settings("hq", **settings_of_run(settings))) as hq,
+            HQ(cluster.as_("hq", settings)) as hq,
             host_process(cluster, settings, countries, url_template, log, processes) as proc,
         ):
             # A first notice everyone must record: every adapter is up and has joined its group.

@@ -22,8 +22,9 @@ from notice_bus.bureau.metrics import AdapterMetrics
 from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.cli.demo import SlowSink
 from notice_bus.hq.publisher import HQ
+from notice_bus.reports.formats import to_json
 from notice_bus.reports.metrics import ReportCollector
-from notice_bus.reports.report import CountryReport, Status, build_report, to_json
+from notice_bus.reports.report import CountryReport, Status, build_report
 from notice_bus.runtime.kafka import admin_client
 from notice_bus.runtime.prometheus import serve
 from notice_bus.runtime.settings import Settings

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from notice_bus.reports.formats import to_csv, to_json, to_table
 from notice_bus.reports.html import render_html
-from notice_bus.reports.report import Status, build_report, to_csv, to_json, to_table
+from notice_bus.reports.report import Status, build_report
 from notice_bus.runtime.db import as_utc, make_engine
 from notice_bus.runtime.settings import Settings
 from notice_bus.tracker.reconcile import Row, store

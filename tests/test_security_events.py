@@ -21,17 +21,10 @@ from kafka import KafkaProducer
 from prometheus_client import generate_latest
 
 from notice_bus.errors import ConfigError
+from notice_bus.reports.formats import to_csv, to_json, to_table
 from notice_bus.reports.html import render_html
 from notice_bus.reports.metrics import tracker_registry
-from notice_bus.reports.report import (
-    CountryReport,
-    Status,
-    build_report,
-    security_status,
-    to_csv,
-    to_json,
-    to_table,
-)
+from notice_bus.reports.report import CountryReport, Status, build_report, security_status
 from notice_bus.runtime import migrations
 from notice_bus.runtime.db import make_engine
 from notice_bus.runtime.kafka import admin_client, kafka_config

@@ -29,7 +29,8 @@ from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.errors import AuthenticationFailed
 from notice_bus.hq.generate import make_drafts, revise
 from notice_bus.hq.publisher import HQ
-from notice_bus.reports.report import CountryReport, Status, build_report, to_table
+from notice_bus.reports.formats import to_table
+from notice_bus.reports.report import CountryReport, Status, build_report
 from notice_bus.runtime.db import make_engine
 from notice_bus.runtime.kafka import admin_client
 from notice_bus.runtime.local_broker import LocalBroker

@@ -89,13 +89,8 @@ def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from notice_bus.reports.report import (
-        build_report,
-        open_tracker_database,
-        to_csv,
-        to_json,
-        to_table,
-    )
+    from notice_bus.reports.formats import to_csv, to_json, to_table
+    from notice_bus.reports.report import build_report, open_tracker_database
 
     # Never made here: a mistyped URL is an error, not an empty report.
     engine = open_tracker_database(args.database_url or settings.tracker_database_url)

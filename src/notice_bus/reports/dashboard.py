@@ -25,8 +25,9 @@ from starlette.routing import Route
 
 from notice_bus.errors import LocalSystemUnavailable
 from notice_bus.reports.charts import CHART_CONFIG
+from notice_bus.reports.formats import to_json
 from notice_bus.reports.html import page_parts, render_html
-from notice_bus.reports.report import CountryReport, build_report, open_tracker_database, to_json
+from notice_bus.reports.report import CountryReport, build_report, open_tracker_database
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.model import utcnow
 

@@ -20,7 +20,6 @@ from notice_bus.wire.topics import init_topics
 @dataclass(frozen=True, slots=True)
 class Initialised:
     created: list[str]
-    schemas: int  # registered now (secured clusters only)
     applied: Applied | None  # the grants, where a principals file was given
 
 
@@ -29,10 +28,8 @@ def init_cluster(settings: Settings, countries: Iterable[str]) -> Initialised:
     apply the principals' grants. Idempotent, like each of its parts."""
     created = init_topics(settings, countries)
     if not settings.secured:
-        return Initialised(created, 0, None)
+        return Initialised(created, None)
     store = KafkaSchemaStore(settings)
-    paths = sorted(schema_dir().glob("*.avsc"))
-    for path in paths:
+    for path in sorted(schema_dir().glob("*.avsc")):
         store.register(load_schema(path.stem))
-    applied = apply_registry(settings) if settings.principals_file else None
-    return Initialised(created, len(paths), applied)
+    return Initialised(created, apply_registry(settings) if settings.principals_file else None)

@@ -1,0 +1,120 @@
+"""The report as text: JSON and CSV for programs, a table (optionally coloured) for people."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from notice_bus.reports.report import CountryReport, Status
+
+
+def _plain(r: CountryReport) -> dict[str, Any]:
+    d = asdict(r)
+    for k, v in d.items():
+        if isinstance(v, float):
+            d[k] = round(v, 3)
+    d["status"] = r.status.value
+    d["outstanding_notices"] = [
+        {"notice_id": n, "version": v, "age_s": round(a, 1)} for n, v, a in r.outstanding_notices
+    ]
+    return d
+
+
+def to_json(reports: Sequence[CountryReport]) -> str:
+    return json.dumps([_plain(r) for r in reports], indent=2, ensure_ascii=False)
+
+
+def to_csv(reports: Sequence[CountryReport]) -> str:
+    buf = io.StringIO()
+    rows = [_plain(r) for r in reports]
+    for row in rows:
+        row["outstanding_notices"] = " ".join(
+            f"{o['notice_id']}v{o['version']}" for o in row["outstanding_notices"]
+        )
+    names = [f for f in CountryReport.__dataclass_fields__]
+    writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+_COLOURS = {
+    Status.OK: "32",
+    Status.LAGGING: "33",
+    Status.STALLED: "35",
+    Status.SECURITY: "35;1",
+    Status.DOWN: "31",
+    Status.NEVER_CONNECTED: "31;1",
+}
+
+
+def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
+    head: tuple[str, ...] = (
+        "COUNTRY",
+        "SENT",
+        "RECORDED",
+        "OUTSTANDING",
+        "OVERDUE",
+        "P50 LAG",
+        "P95 LAG",
+        "MAX LAG",
+        "DELIVERY P95",
+        "ANSWER P95",
+        "OLDEST WAITING",
+        "GROUP LAG",
+        "SKEW",
+        "STATUS",
+    )
+    if not reports:
+        return "no notices tracked yet"
+    security = any(r.security_events for r in reports)  # no column of zeros without MACs
+    if security:
+        head = (*head[:-1], "SECURITY EVENTS", head[-1])
+    body = [
+        (
+            r.country,
+            str(r.sent),
+            str(r.recorded),
+            str(r.outstanding),
+            str(r.overdue_record + r.overdue_answer),
+            _dur(r.p50_lag_s),
+            _dur(r.p95_lag_s),
+            _dur(r.max_lag_s),
+            _dur(r.delivery_p95_s),
+            _dur(r.response_p95_s),
+            _dur(r.oldest_outstanding_s),
+            "-" if r.consumer_lag is None else str(r.consumer_lag),
+            _dur(r.clock_skew_s, signed=True),
+            *((str(r.security_events),) if security else ()),
+            r.status.value,
+        )
+        for r in reports
+    ]
+    widths = [max(len(row[i]) for row in (head, *body)) for i in range(len(head))]
+    lines = []
+    for row, r in zip((head, *body), (None, *reports), strict=True):
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=True)]
+        if colour and r is not None:
+            cells[-1] = f"\033[{_COLOURS[r.status]}m{cells[-1]}\033[0m"
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _dur(seconds: float | None, *, signed: bool = False) -> str:
+    if seconds is None:
+        return "-"
+    sign = ("+" if seconds >= 0 else "-") if signed else ""
+    s = abs(seconds) if signed else seconds
+    if round(s, 1) == 0:  # no "-0.0s" for a lag a clock's skew made negative
+        return "0.0s"
+    if s < 60:
+        return f"{sign}{s:.1f}s"
+    minutes, secs = divmod(int(s), 60)
+    if minutes < 60:
+        return f"{sign}{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{sign}{hours}h{minutes:02d}m"
