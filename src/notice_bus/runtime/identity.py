@@ -12,6 +12,7 @@ A cluster that does not answer at all is BrokerUnavailable, as it would be for t
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 from typing import Any
@@ -37,6 +38,7 @@ from notice_bus.runtime.settings import Settings
 KAFKA_CONNECTIONS_LOGGER = "kafka.net.manager"
 _CHECKED: set[tuple[str, ...]] = set()
 _LOCK = threading.Lock()
+_ATTEMPTS = itertools.count(1)
 
 
 def check_identity(settings: Settings) -> None:
@@ -108,13 +110,17 @@ def refusal_of(settings: Settings, exc: BaseException) -> NoticeBusError | None:
 class _Listen(logging.Handler):
     """Keeps the first refusal among the connection failures kafka-python logs."""
 
-    def __init__(self, settings: Settings, heard: threading.Event) -> None:
+    def __init__(self, settings: Settings, heard: threading.Event, threads: set[str]) -> None:
         super().__init__(logging.WARNING)
         self.settings = settings
+        self.threads = threads  # ours: another client's failures (one given up on, still
+        # retrying in its own thread) are not this identity's
         self.heard = heard
         self.refusal: NoticeBusError | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.threadName not in self.threads:
+            return
         args: Any = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
             if isinstance(arg, BaseException) and self.refusal is None:
@@ -127,7 +133,8 @@ def _try(settings: Settings) -> NoticeBusError | None:
     from notice_bus.runtime.kafka import kafka_config, security_config, unreachable
 
     done = threading.Event()
-    listen = _Listen(settings, done)
+    client_id = f"notice-bus-id-{next(_ATTEMPTS)}"
+    listen = _Listen(settings, done, {client_id, f"kafka-io-{client_id}"})
     logger = logging.getLogger(KAFKA_CONNECTIONS_LOGGER)
     level, propagate = logger.level, logger.propagate
     logger.addHandler(listen)
@@ -138,7 +145,7 @@ def _try(settings: Settings) -> NoticeBusError | None:
 
     def attempt() -> None:
         try:
-            plain = kafka_config(settings.with_(security_protocol="PLAINTEXT"), "notice-bus-id")
+            plain = kafka_config(settings.with_(security_protocol="PLAINTEXT"), client_id)
             KafkaAdminClient(**plain | security_config(settings)).close()
         except KafkaError as exc:
             failed.append(exc)
@@ -146,7 +153,7 @@ def _try(settings: Settings) -> NoticeBusError | None:
             done.set()
 
     try:
-        threading.Thread(target=attempt, name="identity-check", daemon=True).start()
+        threading.Thread(target=attempt, name=client_id, daemon=True).start()
         done.wait(settings.broker_timeout_s + 5)
     finally:
         logger.removeHandler(listen)
