@@ -20,6 +20,7 @@ from typing import Any
 from kafka import KafkaAdminClient
 from kafka.errors import (
     GroupAuthorizationFailedError,
+    KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailedError,
     UnsupportedSaslMechanismError,
@@ -39,6 +40,13 @@ KAFKA_CONNECTIONS_LOGGER = "kafka.net.manager"
 _CHECKED: set[tuple[str, ...]] = set()
 _LOCK = threading.Lock()
 _ATTEMPTS = itertools.count(1)
+#: A broker refuses credentials by answering, then closing the connection; kafka-python 3.0
+#: drops an answer that arrives with the close ("socket disconnected", about one connection in
+#: three here, more under load), and its growing backoff left too few tries in the window: a
+#: refused user was taken for an unreachable broker. Quick retries, and CLOSES closes in a row
+#: of a connection the broker accepted, are a refusal, as Kafka's Java client also reads them.
+_QUICK_RETRIES = {"reconnect_backoff_ms": 50, "reconnect_backoff_max_ms": 400}
+CLOSES = 3
 
 
 def check_identity(settings: Settings) -> None:
@@ -117,16 +125,41 @@ class _Listen(logging.Handler):
         # retrying in its own thread) are not this identity's
         self.heard = heard
         self.refusal: NoticeBusError | None = None
+        self.failures: list[BaseException] = []  # each connection's failure counted once
+        self.closes = 0  # connections in a row the broker closed while they were set up
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.threadName not in self.threads:
+        if record.threadName not in self.threads or self.refusal is not None:
             return
         args: Any = record.args if isinstance(record.args, tuple) else ()
         for arg in args:
-            if isinstance(arg, BaseException) and self.refusal is None:
-                self.refusal = refusal_of(self.settings, arg)
-                if self.refusal is not None:
-                    self.heard.set()
+            if not isinstance(arg, BaseException) or any(arg is seen for seen in self.failures):
+                continue
+            self.failures.append(arg)
+            self.refusal = refusal_of(self.settings, arg)
+            if self.refusal is None and _closed_by_broker(arg):
+                self.closes += 1
+                if self.closes >= CLOSES:
+                    self.refusal = closed_on(self.settings, self.closes)
+            elif self.refusal is None:
+                self.closes = 0
+            if self.refusal is not None:
+                self.heard.set()
+
+
+def _closed_by_broker(exc: BaseException) -> bool:
+    """The broker closed a connection it had accepted, before the connection was ready."""
+    return isinstance(exc, KafkaConnectionError) and "socket disconnected" in str(exc)
+
+
+def closed_on(settings: Settings, closes: int) -> AuthenticationFailed:
+    """The refusal a broker says by closing every new connection while it is set up."""
+    return AuthenticationFailed(
+        f"Kafka at {settings.bootstrap_servers} closed {closes} connections in a row from"
+        f" {identity_of(settings)} while they were being set up: it does not accept these"
+        " credentials (a wrong password, a user it does not know or has revoked, a"
+        " certificate it does not trust)"
+    )
 
 
 def _try(settings: Settings) -> NoticeBusError | None:
@@ -146,7 +179,7 @@ def _try(settings: Settings) -> NoticeBusError | None:
     def attempt() -> None:
         try:
             plain = kafka_config(settings.with_(security_protocol="PLAINTEXT"), client_id)
-            KafkaAdminClient(**plain | security_config(settings)).close()
+            KafkaAdminClient(**plain | security_config(settings) | _QUICK_RETRIES).close()
         except KafkaError as exc:
             failed.append(exc)
         finally:
@@ -160,7 +193,9 @@ def _try(settings: Settings) -> NoticeBusError | None:
         logger.setLevel(level)
         logger.propagate = propagate
     if listen.refusal is None and failed:
-        return unreachable(settings, failed[0])  # said once, not again by the caller's wait
+        # A refusal may end the client before its log is heard: kafka-python 3 keeps the
+        # first SASL failure and raises it from the next bootstrap attempt.
+        return refusal_of(settings, failed[0]) or unreachable(settings, failed[0])
     return listen.refusal
 
 
