@@ -63,7 +63,7 @@ def outbox_size(settings: Settings) -> int:
 def test_topics_init_is_idempotent(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["topics", "init", "--countries", "fr, TH"]) == 0
     # 5 per country, the schema topic and the keyring topic
-    assert "created 12 topics" in capsys.readouterr().out
+    assert "created 16 topics" in capsys.readouterr().out
     assert main(["topics", "init", "--countries", "FR,TH"]) == 0
     assert "created 0 topics" in capsys.readouterr().out
 
@@ -270,6 +270,6 @@ def test_db_upgrade_names_what_it_did(
     assert main(["db", "upgrade", "--database-url", url]) == 78  # nothing there: which role?
     assert "--role hq" in capsys.readouterr().err
     assert main(["db", "upgrade", "--database-url", url, "--role", "hq"]) == 0
-    assert capsys.readouterr().out.strip() == "hq: hq_0001 (from none)"
+    assert capsys.readouterr().out.strip() == "hq: hq_0002 (from none)"
     assert main(["db", "upgrade", "--database-url", url]) == 0
-    assert capsys.readouterr().out.strip() == "hq: hq_0001 (up to date)"
+    assert capsys.readouterr().out.strip() == "hq: hq_0002 (up to date)"

@@ -114,7 +114,8 @@ def test_each_service_connects_as_a_principal_the_pki_service_issues(
         if command and command[0] == "adapter":
             assert principal == f"bureau-{command[command.index('--country') + 1]}", name
         else:
-            want = {"topics": "admin", "hq": "hq", "tracker": "tracker", "dashboard": "tracker"}
+            want = {"topics": "admin", "hq": "hq", "review": "hq", "tracker": "tracker"}
+            want["dashboard"] = "tracker"
             assert principal == want[name], name
         settings = (tmp_path / config.removeprefix("/pki/")).read_text()
         assert 'security_protocol = "SSL"' in settings, name

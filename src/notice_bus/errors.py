@@ -64,6 +64,18 @@ class AlreadyCancelled(HQStateError):
     left in HQ's outbox has been sent."""
 
 
+class NotReviewable(NoticeBusError):
+    """A reviewer's decision on a request that cannot take one."""
+
+
+class UnknownRequest(NotReviewable):
+    """No request with that id reached HQ."""
+
+
+class AlreadyDecided(NotReviewable):
+    """The request was decided already (approved, refused, or invalid): a decision is final."""
+
+
 class InvalidMessage(NoticeBusError):
     """A Kafka record that cannot be processed, ever: undecodable bytes, an unknown schema,
     invalid fields. It is routed to the dead-letter topic, never retried."""

@@ -5,6 +5,8 @@ options (:class:`~notice_bus.cli.common.Command`) and what they do.
 - :mod:`~notice_bus.cli.hq`: ``publish``, ``cancel``, ``relay``, ``bootstrap``
 - :mod:`~notice_bus.cli.bureau`: ``adapter``, ``dlq list|replay``, ``respond``
 - :mod:`~notice_bus.cli.tracker`: ``tracker``, ``report``, ``dashboard``
+- :mod:`~notice_bus.cli.review`: ``request``, ``decisions``, ``review-service``,
+  ``review list|show|approve|refuse``, ``audit verify|show``
 - :mod:`~notice_bus.cli.trust`: ``pki``, ``acl apply|show``, ``bureau revoke``
 - :mod:`~notice_bus.cli.admin`: ``demo``, ``db upgrade``
 
@@ -21,7 +23,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
-from notice_bus.cli import admin, broker, bureau, hq, tracker, trust
+from notice_bus.cli import admin, broker, bureau, hq, review, tracker, trust
 from notice_bus.cli.common import DESCRIPTION, Command, Help, Parser, package_version
 from notice_bus.cli.exit_codes import EX_INTERRUPTED, EX_SOFTWARE, exit_code
 from notice_bus.errors import NoticeBusError
@@ -35,6 +37,7 @@ COMMANDS: dict[str, Command] = {
     **tracker.COMMANDS,
     **admin.COMMANDS,
     **trust.COMMANDS,
+    **review.COMMANDS,
 }
 #: The order of ``notice-bus --help``.
 ORDER = (
@@ -47,6 +50,15 @@ ORDER = (
     "dlq list",
     "dlq replay",
     "bootstrap",
+    "request",
+    "decisions",
+    "review-service",
+    "review list",
+    "review show",
+    "review approve",
+    "review refuse",
+    "audit verify",
+    "audit show",
     "tracker",
     "report",
     "dashboard",
@@ -59,7 +71,7 @@ ORDER = (
     "demo",
     "db upgrade",
 )
-_GROUPS = {**broker.GROUPS, **bureau.GROUPS, **admin.GROUPS, **trust.GROUPS}
+_GROUPS = {**broker.GROUPS, **bureau.GROUPS, **admin.GROUPS, **trust.GROUPS, **review.GROUPS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

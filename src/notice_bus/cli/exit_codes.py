@@ -1,6 +1,7 @@
 """The exit codes of the ``notice-bus`` command, after BSD sysexits(3).
 
-0 done (a cancel of a notice cancelled already included), 64 usage, 65 bad input data (an
+0 done (a cancel of a notice cancelled already included), 2 a review decision asked of a
+request that is unknown or decided already, 64 usage, 65 bad input data (an
 invalid notice or file, a change HQ's records refuse), 69 the broker or a database unavailable,
 70 internal error, 73 an output that cannot be created, 75 a temporary failure worth retrying,
 77 refused by the cluster's security (credentials, ACLs), 78 configuration, 130 interrupted.
@@ -19,12 +20,14 @@ from notice_bus.errors import (
     LocalSystemRejected,
     LocalSystemUnavailable,
     NoticeBusError,
+    NotReviewable,
     OutputError,
     SchemaError,
     SecurityError,
     TransientError,
 )
 
+EX_NOT_REVIEWABLE = 2
 EX_USAGE = 64
 EX_DATAERR = 65
 EX_UNAVAILABLE = 69
@@ -49,6 +52,7 @@ EXIT_CODES: dict[type[BaseException], int] = {
     LocalSystemUnavailable: EX_UNAVAILABLE,  # HQ's or the tracker's database too
     BrokerSetupError: EX_UNAVAILABLE,  # no Java, no Maven: a support program is missing
     OutputError: EX_CANTCREAT,
+    NotReviewable: EX_NOT_REVIEWABLE,
     # Refused credentials or ACLs: neither a bad notice nor worth retrying as it is.
     SecurityError: EX_NOPERM,
 }

@@ -53,6 +53,12 @@ def _dashboard_args(c: argparse.ArgumentParser) -> None:
         "--database-url",
         help="the tracker's database (default: the tracker_database_url setting)",
     )
+    c.add_argument(
+        "--no-review",
+        action="store_true",
+        help="without the review queue page (/review: approve or refuse the bureaus' held"
+        " requests; no login of its own, so keep it on loopback or behind access control)",
+    )
 
 
 def _cmd_tracker(args: argparse.Namespace, settings: Settings) -> int:
@@ -118,10 +124,43 @@ def _cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+
+    from notice_bus.hq.publisher import HQ
+    from notice_bus.hq.review import Review
+    from notice_bus.hq.review_page import review_routes
     from notice_bus.reports.dashboard import serve
 
+    hqs: list[HQ] = []  # one HQ for the page's lifetime, opened on first use
+    reviews: list[Review] = []
+    opening = threading.Lock()
+
+    def open_review() -> Review:
+        with opening:
+            if not hqs:
+                hqs.append(HQ(settings))
+            if not reviews:
+                reviews.append(Review(hqs[0]))
+            return reviews[0]
+
+    review = not args.no_review
     print(f"dashboard on http://{args.host}:{args.port}/", flush=True)
-    serve(settings, host=args.host, port=args.port, database_url=args.database_url)
+    if review:
+        print(f"review queue on http://{args.host}:{args.port}/review", flush=True)
+        if args.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("the review queue has no login: serve it behind HQ's access control")
+    try:
+        serve(
+            settings,
+            host=args.host,
+            port=args.port,
+            database_url=args.database_url,
+            extra_routes=review_routes(open_review) if review else (),
+            links=[("Review queue", "/review")] if review else (),
+        )
+    finally:
+        for hq in hqs:
+            hq.close()
     return 0
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from notice_bus.errors import (
     AlreadyCancelled,
@@ -135,9 +136,16 @@ class HQ:
         self._relay_turn = RelayTurn(self.engine)
         self._writer = Writer(self._codec, self._names, clock, self._registered)
 
-    def publish(self, drafts: Iterable[Draft], *, relay: bool = True) -> list[NoticeEvent]:
+    def publish(
+        self,
+        drafts: Iterable[Draft],
+        *,
+        relay: bool = True,
+        also: Callable[[Session, list[NoticeEvent]], None] | None = None,
+    ) -> list[NoticeEvent]:
         """Publish new notices and update existing ones. A draft identical to the current
-        version of its notice is skipped. Nothing is written unless every draft is acceptable."""
+        version of its notice is skipped. Nothing is written unless every draft is acceptable.
+        ``also`` writes more in the same transaction (a review's decision and its audit)."""
         drafts = list(drafts)
         countries = self._countries()
         wanted = {cc for d in drafts for cc in d.target_countries}
@@ -151,9 +159,14 @@ class HQ:
                     field="target_countries",
                     notice_id=d.notice_id,
                 )
-        events, broadcasts = write(
-            self.engine, lambda s: self._writer.publish(s, drafts, countries)
-        )
+
+        def work(session: Session) -> tuple[list[NoticeEvent], set[str]]:
+            events, broadcasts = self._writer.publish(session, drafts, countries)
+            if also is not None:
+                also(session, events)
+            return events, broadcasts
+
+        events, broadcasts = write(self.engine, work)
         self._broadcasts |= broadcasts  # committed: remembered for a newcomer
         if relay:
             self.relay()

@@ -4,12 +4,14 @@ Routes: ``GET /`` the page (:func:`notice_bus.reports.html.render_html`), loaded
 /dashboard.json`` what the page refreshes itself with every ``refresh_s`` (:func:`page_data`):
 it updates its table, banners and charts in place, keeping the viewer's zoom, and says so when
 a refresh fails; ``GET /report.json`` the report as ``notice-bus report --format json`` prints
-it; ``GET /healthz`` "ok". The page inlines plotly.js (some megabytes) once; each refresh moves
-only the figures' data.
+it; ``GET /healthz`` "ok"; and any ``extra_routes`` (the review queue, from the command),
+which ``links`` point to in a line atop the page. The page inlines plotly.js (some megabytes)
+once; each refresh moves only the figures' data.
 """
 
 from __future__ import annotations
 
+import html
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,7 +23,7 @@ from sqlalchemy.engine import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from notice_bus.errors import LocalSystemUnavailable
 from notice_bus.reports.charts import CHART_CONFIG
@@ -40,6 +42,8 @@ def create_app(
     database_url: str | None = None,
     refresh_s: int = 10,
     stale_after_s: float | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    links: Sequence[tuple[str, str]] = (),
 ) -> Starlette:
     """The dashboard over the tracker's database (``database_url``, else the settings' one);
     one engine for the app's lifetime, disposed on shutdown. The page warns when the
@@ -47,6 +51,7 @@ def create_app(
     :func:`~notice_bus.reports.html.default_stale_after_s`)."""
     engine = open_tracker_database(database_url or settings.tracker_database_url)
     script = refresh_script("dashboard.json", refresh_s)
+    nav = "".join(f'<a href="{html.escape(href)}">{html.escape(text)}</a> ' for text, href in links)
 
     # Plain functions: Starlette runs them in its thread pool, so the blocking database
     # queries do not stall the event loop.
@@ -58,6 +63,8 @@ def create_app(
             )
         except LocalSystemUnavailable as exc:
             return _unavailable(exc)
+        if nav:
+            page = page.replace("<body>", f'<body>\n<nav class="links">{nav}</nav>', 1)
         return HTMLResponse(page, headers={"Cache-Control": "no-store"})
 
     def data(_request: Request) -> Response:
@@ -83,11 +90,12 @@ def create_app(
         yield
         engine.dispose()
 
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/", page, methods=["GET"]),
         Route("/dashboard.json", data, methods=["GET"]),
         Route("/report.json", report_json, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
+        *extra_routes,
     ]
     return Starlette(routes=routes, lifespan=lifespan)
 
@@ -116,6 +124,7 @@ def page_data(
         "stale": parts.stale,
         "security": parts.security,
         "rows": parts.rows,
+        "reviews": parts.reviews,
         "figures": {k: json.loads(fig.to_json()) for k, fig in parts.figures.items()},
     }
 
@@ -143,6 +152,7 @@ def refresh_script(data_url: str, refresh_s: int) -> str:
       $("security").textContent = d.security;
       $("security").hidden = !d.security;
       $("countries").tBodies[0].innerHTML = d.rows;
+      $("reviews").tBodies[0].innerHTML = d.reviews;
       for (const [id, fig] of Object.entries(d.figures)) {{
         $(id).style.height = fig.layout.height + "px";
         await Plotly.react(id, fig.data, fig.layout, config);
@@ -171,12 +181,19 @@ def make_server(
     refresh_s: int = 10,
     stale_after_s: float | None = None,
     log_level: str = "info",
+    extra_routes: Sequence[BaseRoute] = (),
+    links: Sequence[tuple[str, str]] = (),
 ) -> uvicorn.Server:
     """A server for the dashboard, not yet started. ``port=0`` picks a free port (read it
     from ``server.servers[0].sockets[0]`` once ``server.started``); ``server.run()`` blocks,
     setting ``server.should_exit`` stops it."""
     app = create_app(
-        settings, database_url=database_url, refresh_s=refresh_s, stale_after_s=stale_after_s
+        settings,
+        database_url=database_url,
+        refresh_s=refresh_s,
+        stale_after_s=stale_after_s,
+        extra_routes=extra_routes,
+        links=links,
     )
     return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
 
@@ -187,9 +204,17 @@ def serve(
     port: int = 8080,
     database_url: str | None = None,
     stale_after_s: float | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
+    links: Sequence[tuple[str, str]] = (),
 ) -> None:
     """Serve the dashboard until interrupted (Ctrl-C or SIGTERM)."""
     server = make_server(
-        settings, host=host, port=port, database_url=database_url, stale_after_s=stale_after_s
+        settings,
+        host=host,
+        port=port,
+        database_url=database_url,
+        stale_after_s=stale_after_s,
+        extra_routes=extra_routes,
+        links=links,
     )
     server.run()

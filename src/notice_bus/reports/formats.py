@@ -1,4 +1,5 @@
-"""The report as text: JSON and CSV for programs, a table (optionally coloured) for people."""
+"""The report as text: JSON and CSV for programs, every field; a table (optionally coloured)
+for people, the main figures."""
 
 from __future__ import annotations
 
@@ -72,6 +73,9 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
     if not reports:
         return "no notices tracked yet"
     security = any(r.security_events for r in reports)  # no column of zeros without MACs
+    requests = any(_requests(r) for r in reports)  # nor of dashes without requests
+    if requests:
+        head = (*head[:-1], "REQ WAIT", "REQ P95", "REQ REFUSED", head[-1])
     if security:
         head = (*head[:-1], "SECURITY EVENTS", head[-1])
     body = [
@@ -89,6 +93,7 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
             _dur(r.oldest_outstanding_s),
             "-" if r.consumer_lag is None else str(r.consumer_lag),
             _dur(r.clock_skew_s, signed=True),
+            *(_request_cells(r) if requests else ()),
             *((str(r.security_events),) if security else ()),
             r.status.value,
         )
@@ -102,6 +107,22 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
             cells[-1] = f"\033[{_COLOURS[r.status]}m{cells[-1]}\033[0m"
         lines.append("  ".join(cells).rstrip())
     return "\n".join(lines)
+
+
+def _requests(r: CountryReport) -> int:
+    """How many requests for notices the country sent HQ (in the report's window)."""
+    return r.requests_waiting + r.requests_published + r.requests_refused + r.requests_invalid
+
+
+def _request_cells(r: CountryReport) -> tuple[str, str, str]:
+    """Requests waiting for a reviewer (with the oldest's age), p95 from request to
+    publication, and refused; dashes for a country that sent none."""
+    if not _requests(r):
+        return ("-", "-", "-")
+    waiting = str(r.requests_waiting)
+    if r.requests_waiting:
+        waiting += f" ({_dur(r.request_oldest_waiting_s)})"
+    return (waiting, _dur(r.request_p95_s), str(r.requests_refused))
 
 
 def _dur(seconds: float | None, *, signed: bool = False) -> str:

@@ -1,4 +1,5 @@
-"""The report as one self-contained HTML page: the per-country table and three charts.
+"""The report as one self-contained HTML page: the per-country table, HQ's review of the
+bureaus' requests (its own lag, per requesting country) and three charts.
 
 plotly.js is inlined once in the page's head, so the file opens offline (from a mail attachment
 or a USB stick) and references no external URL. The dashboard serves the same page once, and a
@@ -122,6 +123,10 @@ def render_html(
 <div id="security" class="banner security" role="alert"{security_hidden}>{security}</div>
 <div id="refresh-error" class="banner refresh-error" role="alert" hidden></div>
 <div class="table-box">{_table(parts.rows)}</div>
+<h2>HQ's review</h2>
+<p class="generated">Requests for notices from the bureaus: waiting for a reviewer, published
+(time from the request's arrival to its publication), refused, invalid.</p>
+<div class="table-box">{_review_table(parts.reviews)}</div>
 <h2>Lag per country</h2>
 {chart_html(parts.figures["chart-lag"], "chart-lag")}
 <h2>Outstanding notices over time</h2>
@@ -136,8 +141,9 @@ def render_html(
 @dataclass(frozen=True, slots=True)
 class PageParts:
     """Everything a page shows: its time, the summary line, the stale warning ("" if
-    none), the table's rows as escaped HTML, the plotly figures by element id, and the
-    security warning ("" if none)."""
+    none), the table's rows as escaped HTML, the plotly figures by element id, the
+    security warning ("" if none), and the rows of HQ's review (table ``reviews``) as
+    escaped HTML."""
 
     now: datetime
     summary: str
@@ -145,6 +151,7 @@ class PageParts:
     rows: str
     figures: dict[str, Any]
     security: str
+    reviews: str = ""
 
 
 def page_parts(
@@ -168,7 +175,9 @@ def page_parts(
         "chart-matrix": matrix_chart(*notice_matrix(sent, acks, countries), countries),
     }
     stale = _stale(now, last_sample, limit)
-    return PageParts(now, summary, stale, _rows(reports), figures, _security(reports))
+    return PageParts(
+        now, summary, stale, _rows(reports), figures, _security(reports), _reviews(reports)
+    )
 
 
 def _security(reports: Sequence[CountryReport]) -> str:
@@ -288,4 +297,40 @@ def _rows(reports: Sequence[CountryReport]) -> str:
         )
     if not rows:
         rows.append(f'<tr><td colspan="{len(_COLUMNS)}">{NOTHING}</td></tr>')
+    return "\n".join(rows)
+
+
+_REVIEW_COLUMNS: tuple[str, ...] = ("Country", "Waiting", "Oldest waiting", "Published")
+_REVIEW_COLUMNS += ("P50 request → publication", "P95 request → publication")
+_REVIEW_COLUMNS += ("Refused", "Invalid")
+_NO_REQUESTS = "no requests for notices from the bureaus"
+
+
+def _review_table(rows: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _REVIEW_COLUMNS)
+    return f'<table id="reviews"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
+
+
+def _reviews(reports: Sequence[CountryReport]) -> str:
+    """HQ's review table's rows, as escaped HTML: every country that sent a request, the
+    longest waiting first. Reviews take hours: times as hours and minutes."""
+    asked = [
+        r
+        for r in reports
+        if r.requests_waiting + r.requests_published + r.requests_refused + r.requests_invalid
+    ]
+    asked.sort(key=lambda r: (-(r.request_oldest_waiting_s or 0), -r.requests_waiting, r.country))
+    rows = []
+    for r in asked:
+        cc = html.escape(r.country)
+        times = (r.request_oldest_waiting_s, r.request_p50_s, r.request_p95_s)
+        oldest, p50, p95 = ("-" if t is None else _age(round(t)) for t in times)
+        rows.append(
+            f'<tr data-requester="{cc}"><td class="country">{cc}</td>'
+            f"<td>{r.requests_waiting}</td><td>{oldest}</td><td>{r.requests_published}</td>"
+            f"<td>{p50}</td><td>{p95}</td>"
+            f"<td>{r.requests_refused}</td><td>{r.requests_invalid}</td></tr>"
+        )
+    if not rows:
+        rows.append(f'<tr><td colspan="{len(_REVIEW_COLUMNS)}">{_NO_REQUESTS}</td></tr>')
     return "\n".join(rows)

@@ -7,6 +7,8 @@ acknowledgements first, the evidence every bureau gives whatever its language or
 group; the consumer-side window (:mod:`notice_bus.tracker.group_health`), when the tracker has
 sampled the country's group, only refines what is wrong (:func:`country_status`). Security
 events (acknowledgements or answers whose MAC failed) are counted apart (:func:`security_status`).
+HQ's own lag, on the requests the country's bureau sent it, is reported beside
+(:mod:`notice_bus.tracker.requests`): it does not enter the country's status.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from notice_bus.runtime.settings import Settings
 from notice_bus.tracker import measures
 from notice_bus.tracker.group_health import Sample, Status, classify, security_status
 from notice_bus.tracker.policy import Policy
+from notice_bus.tracker.requests import request_figures
 from notice_bus.tracker.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
 from notice_bus.wire.model import utcnow
 
@@ -66,6 +69,16 @@ class CountryReport:
     security_events: int = 0
     #: The oldest outstanding notices: (notice id, version, age in seconds), up to ten.
     outstanding_notices: list[tuple[str, int, float]] = field(default_factory=list)
+    # HQ's own lag on the country's requests for notices (tracker_request): how many wait
+    # for a reviewer, were published, refused or invalid; seconds from the request's arrival
+    # to its publication; and the age of the oldest request waiting for a reviewer.
+    requests_waiting: int = 0
+    requests_published: int = 0
+    requests_refused: int = 0
+    requests_invalid: int = 0
+    request_p50_s: float | None = None
+    request_p95_s: float | None = None
+    request_oldest_waiting_s: float | None = None
 
 
 def classify_acks(
@@ -189,6 +202,7 @@ def build_report(
         skew = measures.quantiles(conn, measures.clock_skews(conn, recent), [50])
         waiting = measures.outstanding(conn, start)
         security = measures.security_events(conn, start)
+        requests = request_figures(conn, now, start)
         seen = {c: as_utc(v["seen"]) for c, v in counts.items() if v["seen"] is not None}
         samples = _samples(conn, now - timedelta(seconds=settings.window_s))
         overdue_answer = measures.overdue_answers(
@@ -201,7 +215,8 @@ def build_report(
     for row in waiting:
         per_waiting[row.country].append(row)
 
-    known = set(counts) | set(samples) | set(seen) | set(security)
+    # A country that only asked HQ for notices has a row too.
+    known = set(counts) | set(samples) | set(seen) | set(security) | set(requests)
     wanted = [c for c in countries if c in known] if countries else sorted(known)
     reports = []
     for cc in wanted:
@@ -256,6 +271,7 @@ def build_report(
                     (r.notice_id, r.version, a)
                     for r, a in zip(per_waiting[cc][:10], ages[:10], strict=False)
                 ],
+                **requests.get(cc, {}),
             )
         )
     order = list(Status)

@@ -110,6 +110,11 @@ class Settings:
     ack_master_file: str = ""
     #: The bureaus and hubs the cluster's ACLs grant (``notice-bus pki`` writes it).
     principals_file: str = ""
+    #: HQ's review: publish a bureau's request at once when screening finds nothing (the
+    #: "appear automatically" path); otherwise every request waits for a reviewer. Screening
+    #: uses the shipped Article 3 rules plus those of ``screening_rules_file`` (TOML).
+    auto_publish_clean: bool = True
+    screening_rules_file: str = ""
 
     def __post_init__(self) -> None:
         if not 0 < self.broker_timeout_s < math.inf:
@@ -209,9 +214,21 @@ def _coerce(values: Mapping[str, Any], *, source: str) -> dict[str, Any]:
             raise ConfigError(f"{source}: unknown setting {name!r}; known: {', '.join(known)}")
         kind = type(getattr(Settings(), name))
         try:
-            out[name] = kind(raw)
+            out[name] = _boolean(raw) if kind is bool else kind(raw)
         except (TypeError, ValueError) as exc:
             raise ConfigError(
                 f"{source}: setting {name!r} must be {kind.__name__}, got {raw!r}"
             ) from exc
     return out
+
+
+def _boolean(raw: Any) -> bool:
+    """``true``/``false`` (yes/no, on/off, 1/0) from a file or the environment."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("true", "yes", "on", "1"):
+        return True
+    if text in ("false", "no", "off", "0"):
+        return False
+    raise ValueError(raw)

@@ -1,7 +1,8 @@
 """HQ's tracker: learns what was sent to every country and what every country made of it.
 
 It reads every country's notices topic (what HQ delivered), acks topic (what the adapter
-did) and responses topic (what the bureau answered), found by name every few seconds, so
+did), responses topic (what the bureau answered) and decisions topic (HQ's word on the
+bureau's requests, :mod:`notice_bus.tracker.requests`), found by name every few seconds, so
 countries added later are picked up, and stores them in its database. These topics date
 records with the broker's clock (LogAppendTime), which the report prefers to any bureau's
 clock. Every ``sample_interval_s`` it also samples the countries' consumer groups from the
@@ -54,6 +55,7 @@ from notice_bus.runtime.settings import Settings
 from notice_bus.runtime.workers import shard_of
 from notice_bus.tracker.group_health import GroupProbe, Sample, Waiting
 from notice_bus.tracker.reconcile import Row, store
+from notice_bus.tracker.requests import store_decisions
 from notice_bus.tracker.rows import FORGED, UNREADABLE, quarantined, rows_of, security_event
 from notice_bus.tracker.tables import (
     GROUP_SAMPLE,
@@ -118,7 +120,7 @@ class Tracker:
         self._next_sample = 0.0
         self._connected = False  # see connect()
         prefix = re.escape(settings.topic_prefix)
-        self._ours = re.compile(f"^{prefix}(notices|acks|responses)\\.[A-Z]{{2}}$")
+        self._ours = re.compile(f"^{prefix}(notices|acks|responses|decisions)\\.[A-Z]{{2}}$")
         self._topics: set[str] = set()  # the ones this worker reads
         self._countries: set[str] = set()  # every country's, for sampling
         self._next_look = 0.0
@@ -160,6 +162,7 @@ class Tracker:
             ),
             "acks": AvroCodec(load_schema("ack"), store),
             "responses": AvroCodec(load_schema("response"), store),
+            "decisions": AvroCodec(load_schema("request_decision"), store),
         }
         try:
             return KafkaConsumer(
@@ -301,7 +304,7 @@ class Tracker:
         """Store a batch's rows, its quarantined records and its security events; if the
         database refuses the batch for good, store its records one by one and quarantine the
         refused ones."""
-        rows: Rows = {"notices": [], "acks": [], "responses": []}
+        rows: Rows = {"notices": [], "acks": [], "responses": [], "decisions": []}
         for _, kind, its in parsed:
             rows[kind] += its
         try:
@@ -327,7 +330,9 @@ class Tracker:
     def _store_now(self, rows: Rows, bad: Bad, forged: Bad) -> None:
         for attempt in self._retry:
             with attempt, transaction(self.engine) as conn:
-                store(conn, **rows)
+                # Decisions are few: a plain upsert, not the stages of the other kinds.
+                store(conn, **{k: v for k, v in rows.items() if k != "decisions"})
+                store_decisions(conn, rows.get("decisions", ()))
                 if bad:
                     conn.execute(self._quarantine, bad)
                 if forged:

@@ -1,7 +1,8 @@
 """The tracker's rows from the records it reads, each field checked to fit its column.
 
 A record whose fields do not fit (an id that is not a notice id, a version out of range, an
-unknown status, action or answer) raises one of :data:`UNREADABLE`, and is quarantined on its
+unknown status, action or answer, a request id too long, a decision on another country's
+topic than the requester's) raises one of :data:`UNREADABLE`, and is quarantined on its
 own: :func:`quarantined` is its row of ``tracker_quarantine``, with its bytes and why. Free
 text is cut to its column and cleaned of NUL characters instead: it is for people. An
 acknowledgement or answer whose MAC fails is not read at all: :func:`security_event` is its
@@ -16,8 +17,9 @@ from typing import Any
 
 from notice_bus.errors import InvalidNotice, SchemaError
 from notice_bus.tracker.reconcile import Row
-from notice_bus.tracker.tables import ACK, RESPONSE
+from notice_bus.tracker.tables import ACK, REQUEST, RESPONSE
 from notice_bus.wire.model import AckStatus, Action, Answer
+from notice_bus.wire.request import RequestStatus
 from notice_bus.wire.validation import NOTICE_ID
 
 __all__ = ["FORGED", "UNREADABLE", "quarantined", "rows_of", "security_event"]
@@ -34,9 +36,11 @@ FORGED = {"acks": "forged_ack", "responses": "forged_response"}
 
 
 def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> list[Row]:
-    """The rows of record ``r`` of a ``kind`` topic ("notices", "acks", "responses") of
-    ``country``, decoded as ``data``."""
+    """The rows of record ``r`` of a ``kind`` topic ("notices", "acks", "responses",
+    "decisions") of ``country``, decoded as ``data``."""
     broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
+    if kind == "decisions":
+        return [_decision(country, data, broker_at)]
     if kind == "notices":  # the projection: what was sent, not the person
         _notice_id(data["notice_id"])
         _version(data["version"], low=1)
@@ -88,6 +92,30 @@ def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> lis
     ]
 
 
+def _decision(country: str | None, data: dict[str, Any], broker_at: datetime) -> Row:
+    """HQ's decision on a request: a row of ``tracker_request`` in the order of
+    :data:`notice_bus.tracker.requests.REQUEST_COLUMNS`. Nobody decided a HELD one yet."""
+    request_id = data["request_id"]
+    if not isinstance(request_id, str) or len(request_id) > _REQUEST_ID:
+        shown = repr(request_id)[:60]
+        why = f"must be text of up to {_REQUEST_ID} characters, got {shown}"
+        raise InvalidNotice(why, field="request_id")
+    if data["requesting_country"] != country:  # HQ answers a request on its country's topic
+        raise InvalidNotice(
+            f"a decision for {data['requesting_country']!r} on {country}'s topic",
+            field="requesting_country",
+        )
+    status = RequestStatus(data["status"])
+    final = status is not RequestStatus.HELD
+    rules = dict.fromkeys(_clean(f["rule_id"]) for f in data.get("findings", ()))
+    return (
+        request_id, country, _text(data["notice_id"], _NOTICE_ID), status.value,
+        data["received_at"], data["at"] if final else None,
+        _text(data["decided_by"], _DECIDED_BY) if final else None,
+        _text(data.get("reason"), None), ",".join(rules), broker_at,
+    )  # fmt: skip
+
+
 def quarantined(r: Any, reason: str) -> dict[str, Any]:
     """Record ``r``'s row of ``tracker_quarantine``, logged at ERROR."""
     log.error("tracker: quarantined %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
@@ -134,6 +162,8 @@ def _length(column: Any) -> int | None:
 _TEXT, _RESPONDER = _length(RESPONSE.c.text), _length(RESPONSE.c.responder)
 _ADAPTER_ID, _REASON = _length(ACK.c.adapter_id), _length(ACK.c.reason)
 _POSITION = _length(ACK.c.position) or 32
+_REQUEST_ID, _NOTICE_ID = _length(REQUEST.c.request_id) or 64, _length(REQUEST.c.notice_id)
+_DECIDED_BY = _length(REQUEST.c.decided_by)
 
 
 def _notice_id(value: Any, *, empty: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""The tracker's store: what HQ sent, every acknowledgement and answer, consumer-group samples,
-incidents, reminders sent, quarantined records and security events. Storage types; the wire
+"""The tracker's store: what HQ sent, every acknowledgement and answer, HQ's decisions on the
+bureaus' requests, consumer-group samples, incidents, reminders sent, quarantined records and
+security events. Storage types; the wire
 types are in :mod:`notice_bus.wire.model`."""
 
 from __future__ import annotations
@@ -160,6 +161,30 @@ class SecurityEvent(SQLModel, table=True):
     raw: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
+class RequestDecided(SQLModel, table=True):
+    """A bureau's request for a notice as HQ's decisions on it tell (``decisions.CC``): held
+    for a reviewer, then approved (published), refused, or invalid. One row per request; a
+    final decision replaces HELD and is never replaced itself."""
+
+    __tablename__ = "tracker_request"
+    __table_args__ = (Index("ix_request_country_status", "country", "status"),)
+
+    request_id: str = Field(primary_key=True, max_length=64)
+    country: str = Field(max_length=2)  # the requesting country: its decisions topic's
+    notice_id: str = Field(max_length=16)  # as the request named it; "" if unreadable
+    status: str = Field(max_length=10)
+    #: When the request reached HQ's requests topic (broker time).
+    received_at: datetime = ts_column(nullable=False)
+    #: HQ's clock at the final decision (for APPROVED, the publication); NULL while HELD.
+    decided_at: datetime | None = ts_column(nullable=True)
+    decided_by: str | None = Field(default=None, max_length=100)
+    reason: str | None = None
+    #: The rule ids of the screening's findings, comma-separated ("" for none).
+    rules: str = ""
+    #: When the first decision stored reached the decisions topic (broker time).
+    broker_at: datetime = ts_column(nullable=False)
+
+
 SENT = table_of(SentEvent)
 ACK = table_of(AckEvent)
 RESPONSE = table_of(ResponseEvent)
@@ -168,6 +193,7 @@ INCIDENT = table_of(Incident)
 REMINDER_SENT = table_of(ReminderSent)
 QUARANTINE = table_of(QuarantinedRecord)
 SECURITY_EVENT = table_of(SecurityEvent)
+REQUEST = table_of(RequestDecided)
 TRACKER_TABLES = [
     SENT,
     ACK,
@@ -177,6 +203,7 @@ TRACKER_TABLES = [
     REMINDER_SENT,
     QUARANTINE,
     SECURITY_EVENT,
+    REQUEST,
 ]
 
-register("tracker", TRACKER_TABLES, head="tracker_0002", baseline="tracker_0001", here=__file__)
+register("tracker", TRACKER_TABLES, head="tracker_0003", baseline="tracker_0001", here=__file__)

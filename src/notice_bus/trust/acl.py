@@ -43,7 +43,7 @@ from notice_bus.runtime.kafka import admin_client, explain
 from notice_bus.runtime.settings import Settings
 from notice_bus.trust.principals import Principal, read_principals, revoked, write_principals
 from notice_bus.trust.scram import sync_users
-from notice_bus.wire.groups import group_id, hub_group_id
+from notice_bus.wire.groups import group_id, hub_group_id, review_group_id
 from notice_bus.wire.topics import TopicNames, registered_countries
 
 
@@ -89,8 +89,10 @@ def grants(
         if p.role == "hq":
             topic(t.schemas, "WRITE")
             topic(t.keyring, "WRITE")
+            # HQ's review service reads every country's requests in a group of its own.
+            out.append(Grant(n, "GROUP", review_group_id(settings), "READ"))
             for cc in every:
-                for name in (t.notices(cc), t.reminders(cc)):
+                for name in (t.notices(cc), t.reminders(cc), t.decisions(cc)):
                     topic(name, "WRITE")
                 topic(t.notices(cc), "READ")  # to sign the notices again after a revocation
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc)):
@@ -101,12 +103,12 @@ def grants(
                 Grant(n, "GROUP", f"{settings.topic_prefix}notice-bus.", "DESCRIBE", "PREFIXED")
             )
             for cc in every:
-                for name in (t.notices(cc), t.acks(cc), t.responses(cc)):
+                for name in (t.notices(cc), t.acks(cc), t.responses(cc), t.decisions(cc)):
                     topic(name, "READ")
                 topic(t.reminders(cc), "WRITE")
         else:  # a bureau, or a hub: the same for each of its countries
             for cc in p.countries:
-                for name in (t.notices(cc), t.reminders(cc), t.dead_letters(cc)):
+                for name in (t.notices(cc), t.reminders(cc), t.dead_letters(cc), t.decisions(cc)):
                     topic(name, "READ")
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc), t.dead_letters(cc)):
                     topic(name, "WRITE")

@@ -17,3 +17,8 @@ def group_id(settings: Settings, country: str) -> str:
 def hub_group_id(settings: Settings, hub: str) -> str:
     """The group of the hub named ``hub`` (several countries in one adapter)."""
     return f"{settings.topic_prefix}notice-bus.hub.{hub}"
+
+
+def review_group_id(settings: Settings) -> str:
+    """The group of HQ's review service, which reads every country's requests."""
+    return f"{settings.topic_prefix}notice-bus.review"

@@ -174,7 +174,7 @@ class NoticeEvent:
             notice_id=data["notice_id"],
             version=data["version"],
             action=Action(data["action"]),
-            published_at=_aware(data["published_at"]),
+            published_at=aware(data["published_at"]),
             requesting_country=data["requesting_country"],
             target_countries=tuple(data["target_countries"]),
             person=Person.from_avro(person) if person else None,
@@ -217,9 +217,9 @@ class Ack:
     def from_avro(cls, data: dict[str, Any]) -> Ack:
         values = {k: v for k, v in data.items() if k in _ACK_FIELDS}
         values["status"] = AckStatus(values["status"])
-        values["at"] = _aware(values["at"])
+        values["at"] = aware(values["at"])
         if values.get("received_at") is not None:
-            values["received_at"] = _aware(values["received_at"])
+            values["received_at"] = aware(values["received_at"])
         values["also"] = tuple((e["notice_id"], e["version"]) for e in values.get("also", ()))
         return cls(**values)
 
@@ -249,7 +249,7 @@ class Response:
             country=data["country"],
             notice_id=data["notice_id"],
             answer=Answer(data["answer"]),
-            at=_aware(data["at"]),
+            at=aware(data["at"]),
             responder=data["responder"],
             text=data.get("text"),
         )
@@ -279,8 +279,8 @@ class Reminder:
             notice_id=data["notice_id"],
             version=data["version"],
             kind=Overdue(data["kind"]),
-            deadline=_aware(data["deadline"]),
-            at=_aware(data["at"]),
+            deadline=aware(data["deadline"]),
+            at=aware(data["at"]),
             text=data["text"],
         )
 
@@ -291,5 +291,6 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def _aware(value: datetime) -> datetime:
+def aware(value: datetime) -> datetime:
+    """``value`` as aware UTC: Avro and SQLite give naive UTC datetimes."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -4,8 +4,9 @@ Every country has topics of its own, so that broker ACLs can confine a bureau to
 ``notices.CC`` (HQ writes, CC reads; compacted, so the latest version of every notice stays
 available for a bureau that joins late), ``acks.CC`` (CC writes, HQ reads), ``responses.CC``
 (CC's own answers to notices), ``reminders.CC`` (HQ reminds CC of overdue notices) and
-``dlq.CC`` (CC's adapter parks records it can never process). A country is registered when its
-notices topic exists.
+``dlq.CC`` (CC's adapter parks records it can never process), ``requests.CC`` (CC asks HQ for
+notices) and ``decisions.CC`` (HQ's word on them). A country is registered when its notices
+topic exists.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from notice_bus.runtime.settings import Settings
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
-KINDS = ("notices", "acks", "dlq", "responses", "reminders")
+KINDS = ("notices", "acks", "dlq", "responses", "reminders", "requests", "decisions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class TopicNames:
 
     def requests(self, country: str) -> str:
         return f"{self.prefix}requests.{country}"
+
+    def decisions(self, country: str) -> str:
+        return f"{self.prefix}decisions.{country}"
 
     @property
     def schemas(self) -> str:
@@ -118,7 +122,12 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
             "replication_factor": rf,
             "configs": {**common, "retention.ms": _MONTH_MS},
         }
-        for topic in (names.responses(cc), names.reminders(cc)):
+        for topic in (
+            names.responses(cc),
+            names.reminders(cc),
+            names.requests(cc),
+            names.decisions(cc),
+        ):
             wanted[topic] = {
                 "num_partitions": 1,
                 "replication_factor": rf,
