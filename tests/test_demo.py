@@ -31,3 +31,7 @@ def test_the_demo_runs_secured_and_every_healthy_country_takes_everything_in(
         assert f"{cc}: " in out and f"{cc}.db (ok)" in out, cc
     assert f"{ABSENT}: no local database" in out
     assert "WARNING" not in out
+    # The bureaus' requests: the clean ones published at once, the political one held.
+    assert out.count(": APPROVED by policy:auto_publish_clean") == 3
+    assert "TH asked for 2026/90004: HELD, held for a reviewer: A3-HEAD-OF-STATE" in out
+    assert "1 (" in out and "A3-HEAD-OF-STATE)" in out  # the report's REQ WAIT for TH

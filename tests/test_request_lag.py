@@ -54,6 +54,15 @@ def tracker_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/tracker.db"
 
 
+SEDITION = {
+    "rule_id": "A3-SEDITION",
+    "category": "political",
+    "field": "arrest_warrants[0].charge",
+    "text": "Sedition",
+    "explanation": "sedition is a political offence",
+}
+
+
 def decision(
     request_id: str,
     status: RequestStatus,
@@ -280,7 +289,7 @@ def test_the_html_page_has_hqs_review(settings: Settings) -> None:
         TopicNames(settings.topic_prefix).decisions("FR"),
         [
             decision("r1", RequestStatus.APPROVED, received_s=10),
-            decision("r2", RequestStatus.HELD, received_s=7200),
+            decision("r2", RequestStatus.HELD, received_s=7200, findings=[SEDITION]),
             decision("r3", RequestStatus.INVALID, received_s=3),
         ],
     )
@@ -295,7 +304,8 @@ def test_the_html_page_has_hqs_review(settings: Settings) -> None:
     assert "<h2>HQ's review</h2>" in page and '<table id="reviews">' in page
     assert (
         '<tr data-requester="FR"><td class="country">FR</td>'
-        "<td>1</td><td>2h01m</td><td>1</td><td>10s</td><td>10s</td><td>0</td><td>1</td></tr>"
+        "<td>1</td><td>A3-SEDITION</td><td>2h01m</td><td>1</td><td>10s</td><td>10s</td>"
+        "<td>0</td><td>1</td></tr>"
     ) in page
     assert '<table id="reviews">' in empty and "no requests for notices" in empty
 

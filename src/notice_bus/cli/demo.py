@@ -4,13 +4,16 @@ A local Kafka broker, secured (unless ``KAFKA_BOOTSTRAP_SERVERS`` names a cluste
 with credentials ``notice-bus pki`` issues into ``.notice-bus/pki``, the broker's ACLs, HQ's
 signature on every notice, a MAC on every acknowledgement. A tracker, and adapters for twelve
 countries, each its own bureau writing to its own SQLite file; one adapter is slow and
-one is never started. HQ publishes generated notices, then updates and cancels some; the demo
-ends with the report, in which the slow and the absent country stand out. The tracker's
+one is never started. HQ publishes generated notices, then updates and cancels some. Bureaus
+ask for notices too, through HQ's review service: the clean requests are published at once,
+a political one waits for a reviewer with its finding named. The demo ends with the report,
+in which the slow and the absent country, and the request held at HQ, stand out. The tracker's
 database stays in ``.notice-bus/``, so ``notice-bus report`` shows the same run afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -23,11 +26,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.requests import read_decisions, send_requests
 from notice_bus.bureau.sinks.sink import Sink
 from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.errors import AuthenticationFailed
 from notice_bus.hq.generate import make_drafts, revise
+from notice_bus.hq.intake import Intake
 from notice_bus.hq.publisher import HQ
 from notice_bus.reports.formats import to_table
 from notice_bus.reports.report import CountryReport, Status, build_report
@@ -41,11 +46,21 @@ from notice_bus.trust.cluster import init_cluster
 from notice_bus.trust.pki import issue
 from notice_bus.trust.principals import bureau_name
 from notice_bus.wire.model import ACTIVE, NoticeEvent
+from notice_bus.wire.request import NoticeRequest, RequestStatus
 
 #: How the demo's principals connect: mutual TLS (see :func:`_secured_broker`).
 PROTOCOL = "SSL"
 COUNTRIES = ["FR", "DE", "ES", "IT", "ID", "TH", "BR", "NG", "JP", "AU", "CA", "ZA"]
 SLOW, ABSENT = "BR", "NG"
+#: What the bureaus ask HQ for: (requesting country, notice id, charge, facts). One charge is
+#: political (lèse-majesté): Article 3 keeps it from every country until a reviewer decides.
+REQUESTS = [
+    ("FR", "2026/90001", "Armed robbery", "Robbed a jeweller's in Lyon at gunpoint"),
+    ("FR", "2026/90002", "Homicide", None),
+    ("DE", "2026/90003", "Fraud", "Investment fraud, 212 victims"),
+    ("TH", "2026/90004", "Lèse-majesté (section 112)", "Criticised the monarchy online"),
+]
+REQUEST_TARGETS = ["FR", "DE", "ES", "IT", "ID", "TH", "JP", "AU", "CA", "ZA"]
 
 
 class SlowSink(Sink):
@@ -80,6 +95,7 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
     _say(f"Kafka at {settings.bootstrap_servers} ({settings.security_protocol})")
     stop = threading.Event()
     threads: list[threading.Thread] = []
+    intake: Intake | None = None
     try:
         init_cluster(settings, COUNTRIES)
         _say(f"topics ready for {len(COUNTRIES)} countries: {', '.join(COUNTRIES)}")
@@ -98,12 +114,19 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
             f"adapters running for {len(COUNTRIES) - 1} countries, each as its own bureau"
             f" ({SLOW} deliberately slow, {ABSENT} never started)"
         )
+        intake = Intake(as_("hq"))
+        threads.append(_start(intake.run, stop, "review"))
+        _say(f"HQ's review service screens requests ({len(intake.rules)} rules)")
         expected = _publish(as_("hq"), notices, stop)
+        for cc, more in _request(as_).items():
+            expected[cc] += more
         _await_quiet(settings, stop)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
+        if intake is not None:
+            intake.close()
         if broker is not None:
             broker.stop()
     reports = build_report(make_engine(settings.tracker_database_url, TRACKER_TABLES), settings)
@@ -187,6 +210,44 @@ def _publish(settings: Settings, count: int, stop: threading.Event) -> dict[str,
             for cc in d.target_countries or COUNTRIES:
                 active[cc] += 1
     return active
+
+
+def _request(as_: Callable[[str], Settings]) -> dict[str, int]:
+    """The bureaus' part: each asks for notices on its own requests topic and waits for HQ's
+    decisions. Returns, per country, how many published notices target it."""
+    asked: dict[str, list[NoticeRequest]] = {}
+    for cc, notice_id, charge, facts in REQUESTS:
+        notice = {
+            "notice_id": notice_id,
+            "name": "Demo",
+            "forename": f"Person {notice_id[-1]}",
+            "date_of_birth": "1980/01/01",
+            "nationalities": [cc],
+            "arrest_warrants": [{"issuing_country_id": cc, "charge": charge}],
+            "target_countries": [c for c in REQUEST_TARGETS if c != cc],
+        }
+        asked.setdefault(cc, []).append(
+            NoticeRequest(notice=json.dumps(notice, ensure_ascii=False), facts=facts)
+        )
+    published = dict.fromkeys(REQUEST_TARGETS, 0)
+    for cc, requests in asked.items():
+        bureau = as_(bureau_name(cc))
+        send_requests(bureau, cc, requests)
+        ids = {r.request_id for r in requests}
+        heard = read_decisions(bureau, cc, wait_for=ids, timeout_s=60)
+        final = {d.request_id: d for d in heard if d.request_id in ids}
+        for d in final.values():
+            why = "; ".join(f"{f['rule_id']} on {f['text']!r}" for f in d.findings)
+            _say(
+                f"{cc} asked for {d.notice_id}: {d.status.value}"
+                + (f" by {d.decided_by}" if d.status is RequestStatus.APPROVED else "")
+                + (f", held for a reviewer: {why}" if d.status is RequestStatus.HELD else "")
+            )
+            if d.status is RequestStatus.APPROVED:
+                for target in REQUEST_TARGETS:
+                    published[target] += target != cc
+    _say("a reviewer decides with `notice-bus review list|show|approve|refuse` or the dashboard")
+    return published
 
 
 def _await_quiet(settings: Settings, stop: threading.Event, timeout_s: float = 120) -> None:

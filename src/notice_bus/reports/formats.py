@@ -36,6 +36,7 @@ def to_csv(reports: Sequence[CountryReport]) -> str:
         row["outstanding_notices"] = " ".join(
             f"{o['notice_id']}v{o['version']}" for o in row["outstanding_notices"]
         )
+        row["requests_held_for"] = " ".join(row["requests_held_for"])
     names = [f for f in CountryReport.__dataclass_fields__]
     writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     writer.writeheader()
@@ -121,7 +122,8 @@ def _request_cells(r: CountryReport) -> tuple[str, str, str]:
         return ("-", "-", "-")
     waiting = str(r.requests_waiting)
     if r.requests_waiting:
-        waiting += f" ({_dur(r.request_oldest_waiting_s)})"
+        waiting += f" ({_dur(r.request_oldest_waiting_s)}"
+        waiting += f": {', '.join(r.requests_held_for)})" if r.requests_held_for else ")"
     return (waiting, _dur(r.request_p95_s), str(r.requests_refused))
 
 

@@ -300,7 +300,8 @@ def _rows(reports: Sequence[CountryReport]) -> str:
     return "\n".join(rows)
 
 
-_REVIEW_COLUMNS: tuple[str, ...] = ("Country", "Waiting", "Oldest waiting", "Published")
+_REVIEW_COLUMNS: tuple[str, ...] = ("Country", "Waiting", "Held for", "Oldest waiting")
+_REVIEW_COLUMNS += ("Published",)
 _REVIEW_COLUMNS += ("P50 request → publication", "P95 request → publication")
 _REVIEW_COLUMNS += ("Refused", "Invalid")
 _NO_REQUESTS = "no requests for notices from the bureaus"
@@ -325,9 +326,11 @@ def _reviews(reports: Sequence[CountryReport]) -> str:
         cc = html.escape(r.country)
         times = (r.request_oldest_waiting_s, r.request_p50_s, r.request_p95_s)
         oldest, p50, p95 = ("-" if t is None else _age(round(t)) for t in times)
+        held = html.escape(", ".join(r.requests_held_for)) or "-"
         rows.append(
             f'<tr data-requester="{cc}"><td class="country">{cc}</td>'
-            f"<td>{r.requests_waiting}</td><td>{oldest}</td><td>{r.requests_published}</td>"
+            f"<td>{r.requests_waiting}</td><td>{held}</td><td>{oldest}</td>"
+            f"<td>{r.requests_published}</td>"
             f"<td>{p50}</td><td>{p95}</td>"
             f"<td>{r.requests_refused}</td><td>{r.requests_invalid}</td></tr>"
         )

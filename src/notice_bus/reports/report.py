@@ -71,7 +71,8 @@ class CountryReport:
     outstanding_notices: list[tuple[str, int, float]] = field(default_factory=list)
     # HQ's own lag on the country's requests for notices (tracker_request): how many wait
     # for a reviewer, were published, refused or invalid; seconds from the request's arrival
-    # to its publication; and the age of the oldest request waiting for a reviewer.
+    # to its publication; the age of the oldest request waiting for a reviewer, and the
+    # screening rules that hold the waiting ones.
     requests_waiting: int = 0
     requests_published: int = 0
     requests_refused: int = 0
@@ -79,6 +80,7 @@ class CountryReport:
     request_p50_s: float | None = None
     request_p95_s: float | None = None
     request_oldest_waiting_s: float | None = None
+    requests_held_for: list[str] = field(default_factory=list)
 
 
 def classify_acks(

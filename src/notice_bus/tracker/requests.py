@@ -78,7 +78,7 @@ def request_figures(
     """Per requesting country with any request (received since ``since``, if given): how
     many wait for a reviewer, were published, refused or invalid; the p50 and p95 seconds
     from request to publication (None without any); and the age at ``now`` of the oldest
-    waiting request (None without any)."""
+    waiting request (None without any), and the rules that hold the waiting ones."""
     query = select(
         REQUEST.c.country, REQUEST.c.status, func.count(), func.min(REQUEST.c.received_at)
     ).group_by(REQUEST.c.country, REQUEST.c.status)
@@ -94,6 +94,13 @@ def request_figures(
             figures[_COUNTS[status]] = n
         if status == _HELD and oldest is not None:
             figures["request_oldest_waiting_s"] = (now - as_utc(oldest)).total_seconds()
+    held = select(REQUEST.c.country, REQUEST.c.rules).where(REQUEST.c.status == _HELD)
+    if since:
+        held = held.where(REQUEST.c.received_at >= since)
+    for country, rules in conn.execute(held):
+        figures = out.setdefault(country, _empty())
+        found = set(figures["requests_held_for"]) | {r for r in (rules or "").split(",") if r}
+        figures["requests_held_for"] = sorted(found)
     for country, q in quantiles(conn, lags, [50, 95]).items():
         figures = out.setdefault(country, _empty())
         figures["request_p50_s"], figures["request_p95_s"] = q.get(50), q.get(95)
@@ -106,4 +113,5 @@ def _empty() -> dict[str, Any]:
         "request_p50_s": None,
         "request_p95_s": None,
         "request_oldest_waiting_s": None,
+        "requests_held_for": [],
     }
