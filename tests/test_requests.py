@@ -231,3 +231,20 @@ def test_a_request_file_is_checked_before_anything_is_sent(tmp_path: Path) -> No
         read_requests(path)
     text = str(caught.value)
     assert "facts" in text and "[1]" in text
+
+
+def test_a_bureau_cannot_ask_for_another_countrys_notice_nor_reuse_a_request_id(
+    desk: Desk,
+) -> None:
+    (mine,) = desk.ask("FR", request("2026/511"))
+    assert mine.status is RequestStatus.APPROVED
+    (theirs,) = desk.ask("DE", request("2026/511", "Fraud"))
+    assert theirs.status is RequestStatus.INVALID
+    assert theirs.reason and "requested by FR" in theirs.reason
+    again = request("2026/512", "Fraud", request_id=mine.request_id)
+    (reused,) = desk.ask("FR", again)
+    assert reused.status is RequestStatus.INVALID and "used already" in (reused.reason or "")
+    assert desk.intake.review.get(mine.request_id).status == RequestStatus.APPROVED
+    send_requests(desk.settings, "FR", [request("2026/511", request_id=mine.request_id)])
+    time.sleep(1)
+    assert desk.intake.step() == []  # the same request sent again: taken once

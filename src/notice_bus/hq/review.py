@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,11 +23,11 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from notice_bus.errors import AlreadyDecided, InvalidNotice, UnknownRequest
+from notice_bus.errors import AlreadyDecided, HQStateError, InvalidNotice, UnknownRequest
 from notice_bus.hq import audit
 from notice_bus.hq.publisher import HQ
 from notice_bus.hq.store import write
-from notice_bus.hq.tables import HQ_REQUEST, HQRequest, OutboxRecord
+from notice_bus.hq.tables import HQ_NOTICE, HQ_REQUEST, HQRequest, OutboxRecord
 from notice_bus.runtime.db import translate_errors
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.model import NoticeEvent, aware, utcnow
@@ -36,6 +37,8 @@ from notice_bus.wire.topics import TopicNames
 from notice_bus.wire.validation import Draft, check_draft
 
 _REQUEST: Any = HQ_REQUEST
+_NOTICE: Any = HQ_NOTICE
+log = logging.getLogger("notice_bus.hq.review")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -129,18 +132,21 @@ class Review:
         record was taken in already (read again after a crash)."""
         with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
             seen = conn.execute(
-                select(_REQUEST.c.request_id).where(
+                select(_REQUEST.c.source, _REQUEST.c.draft).where(
                     (_REQUEST.c.source == arrival.source)
                     | (_REQUEST.c.request_id == arrival.request_id)
                 )
             ).first()
         if seen is not None:
-            return None
+            if seen.source == arrival.source or seen.draft == arrival.notice:
+                return None  # read again after a crash, or the same request sent again
+            return self._reused(arrival)
+        problem = problem or self._not_theirs(arrival)
         if problem is None and not findings and auto_publish:
             try:
                 draft = draft_of(arrival.notice, arrival.country)
                 return self._approve(arrival, findings, draft, AUTO_PUBLISH, None)
-            except InvalidNotice as exc:  # e.g. a target country with no topic
+            except (InvalidNotice, HQStateError) as exc:  # no topic for a target; cancelled
                 problem = str(exc)
         status = RequestStatus.INVALID if problem else RequestStatus.HELD
         decision = self._decision(arrival, status, "hq" if problem else "", problem, findings)
@@ -152,6 +158,9 @@ class Review:
         """Publish a held request's notice exactly as ``publish`` does, and tell the bureau."""
         row = self._held(request_id)
         arrival = _arrival_of(row)
+        problem = self._not_theirs(arrival)
+        if problem is not None:
+            raise HQStateError(problem)
         draft = draft_of(arrival.notice, row.country)
         return self._approve(arrival, row.findings, draft, reviewer, note or None, held=True)
 
@@ -200,6 +209,34 @@ class Review:
                 )
 
         self.hq.publish([draft], relay=False, also=record)
+        self.hq.relay()
+        return decision
+
+    def _not_theirs(self, arrival: Arrival) -> str | None:
+        """Why the requester may not ask for this notice: another country's, which only
+        that country's bureau may have changed."""
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            owner = conn.execute(
+                select(_NOTICE.c.requesting_country).where(_NOTICE.c.notice_id == arrival.notice_id)
+            ).scalar()
+        if owner is None or owner == arrival.country:
+            return None
+        return (
+            f"notice {arrival.notice_id} was requested by {owner}; only {owner}'s bureau may"
+            " ask HQ to change it"
+        )
+
+    def _reused(self, arrival: Arrival) -> Decision:
+        """A request id used already for another request: the bureau is told, and the
+        first request stays as it is."""
+        reason = f"request id {arrival.request_id} was used already for another request"
+        # Under an id of its own: the first request's decisions keep theirs.
+        again = dataclasses.replace(
+            arrival, request_id=f"{arrival.request_id[:40]}#{arrival.source}"[:64]
+        )
+        decision = self._decision(again, RequestStatus.INVALID, "hq", reason, ())
+        log.warning("review: %s from %s", decision.reason, arrival.country)
+        write(self.engine, lambda s: self._tell(s, decision))
         self.hq.relay()
         return decision
 
