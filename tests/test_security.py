@@ -7,6 +7,7 @@ each test uses countries of its own.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,9 +22,11 @@ from kafka.errors import GroupAuthorizationFailedError, TopicAuthorizationFailed
 
 from notice_bus.bureau.adapter import Adapter
 from notice_bus.bureau.dlq import list_parked
+from notice_bus.bureau.requests import read_decisions, send_requests
 from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.cli import main
 from notice_bus.errors import AccessDenied, AuthenticationFailed
+from notice_bus.hq.intake import Intake
 from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.kafka import admin_client, kafka_config
 from notice_bus.runtime.local_broker import LocalBroker
@@ -37,9 +40,10 @@ from notice_bus.trust.signing import Signer
 from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.groups import group_id
 from notice_bus.wire.model import Ack, AckStatus
+from notice_bus.wire.request import NoticeRequest, RequestStatus
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
-from tests.factories import draft, event
+from tests.factories import draft, event, notice_json
 
 pytestmark = pytest.mark.kafka
 COUNTRIES = ["FR", "DE", "TH", "IT", "ES", "PT"]
@@ -342,3 +346,32 @@ def test_a_forged_acknowledgement_is_a_security_event_not_a_delivery(
         engine.dispose()
     assert sorted(e.kind for e in events) == ["forged_ack", "forged_ack"]
     assert delivered == []
+
+
+def test_a_bureau_requests_only_as_itself_and_hears_only_its_own_signed_decisions(
+    secured: Secured, tmp_path: Path
+) -> None:
+    fr = secured.as_("bureau-FR")
+    url = f"sqlite:///{tmp_path}/it.db"
+    intake = Intake(secured.as_("hq"))
+    adapter = Adapter(secured.mtls("bureau-IT"), {"IT": SqlSink(url)})
+    try:
+        notice = notice_json("2026/361", target_countries=["IT"])
+        asked = NoticeRequest(notice=json.dumps(notice))
+        with pytest.raises(AccessDenied):  # DE's requests topic is DE's bureau's alone
+            send_requests(fr, "DE", [asked])
+        send_requests(fr, "FR", [asked])
+        made = []
+        deadline = time.monotonic() + 30
+        while not made and time.monotonic() < deadline:
+            made = intake.step()
+        assert [(d.status, d.requesting_country) for d in made] == [(RequestStatus.APPROVED, "FR")]
+        pump(adapter, lambda: local_rows(url) == [("2026/361", 1, "ACTIVE")])
+        # Read with FR's root key: a decision not signed by HQ would raise.
+        heard = read_decisions(fr, "FR", wait_for={asked.request_id})
+        assert [d.status for d in heard] == [RequestStatus.APPROVED]
+        with pytest.raises(AccessDenied):  # another bureau's decisions are not FR's to read
+            read_decisions(fr, "DE", timeout_s=3)
+    finally:
+        adapter.close()
+        intake.close()

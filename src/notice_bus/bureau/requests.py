@@ -17,8 +17,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from notice_bus.errors import BrokerUnavailable, InvalidNotice, SignatureInvalid
-from notice_bus.runtime.kafka import connecting, explain, kafka_config, unreachable
+from notice_bus.errors import InvalidNotice, SignatureInvalid
+from notice_bus.runtime.identity import check_access
+from notice_bus.runtime.kafka import connecting, failure, kafka_config, unreachable
 from notice_bus.runtime.settings import Settings
 from notice_bus.trust.keyring_topic import KeyringFeed, NoticeChecker
 from notice_bus.wire.codec import AvroCodec, load_schema
@@ -91,7 +92,7 @@ def send_requests(settings: Settings, country: str, requests: list[NoticeRequest
         for f in futures:
             f.get(timeout=30)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"requests not confirmed on {topic}: {explain(exc)}") from exc
+        raise failure(settings, exc, f"requests not confirmed on {topic}", topic) from exc
     finally:
         producer.close(timeout=10)
 
@@ -106,6 +107,8 @@ def read_decisions(
     checker = NoticeChecker(KeyringFeed(settings)) if settings.root_key_file else None
     topic = TopicNames(settings.topic_prefix).decisions(country)
     connecting(settings)
+    if settings.secured:  # a consumer would poll nothing from a topic it may not read
+        check_access(settings, [topic], None)
     try:
         consumer = KafkaConsumer(**kafka_config(settings, "notice-bus-decisions"))
     except KafkaError as exc:
@@ -128,7 +131,7 @@ def read_decisions(
             if not got and (wait_for is None or wait_for <= final):
                 break
     except KafkaError as exc:
-        raise BrokerUnavailable(f"reading {topic}: {explain(exc)}") from exc
+        raise failure(settings, exc, f"reading {topic}", topic) from exc
     finally:
         consumer.close()
     return out

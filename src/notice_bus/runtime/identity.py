@@ -199,10 +199,11 @@ def _try(settings: Settings) -> NoticeBusError | None:
     return listen.refusal
 
 
-def check_access(settings: Settings, topics: list[str], group: str) -> None:
+def check_access(settings: Settings, topics: list[str], group: str | None) -> None:
     """Raise AccessDenied, naming the topic or group and who we are, unless the cluster lets
-    us read every one of ``topics`` and use ``group``. A consumer would not say: kafka-python
-    leaves a forbidden topic out of its assignment with a warning, and polls nothing."""
+    us read every one of ``topics`` and use ``group`` (if any). A consumer would not say:
+    kafka-python leaves a forbidden topic out of its assignment with a warning, and polls
+    nothing."""
     from notice_bus.runtime.kafka import admin_client, explain, retry_transient
 
     who = identity_of(settings)
@@ -219,6 +220,8 @@ def check_access(settings: Settings, topics: list[str], group: str) -> None:
                     principal=who,
                     resource=found["name"],
                 )
+        if group is None:  # a reader that assigns itself its partitions, in no group
+            return
         try:
             # A new cluster has no group coordinator for its first seconds: wait for one.
             retry_transient(settings, "checking the group", lambda: admin.describe_groups([group]))

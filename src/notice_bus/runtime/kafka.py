@@ -274,3 +274,19 @@ def poll_or_none(consumer: Any, wait_ms: int, who: str) -> dict[Any, list[Any]] 
         )
         time.sleep(wait_ms / 1000)  # what the poll would have waited
         return None
+
+
+def failure(settings: Settings, exc: KafkaError, doing: str, resource: str = "") -> Exception:
+    """The error to raise for ``exc``, met while ``doing``: the cluster's ACLs refusing is
+    AccessDenied (waiting cannot mend it, and it is never an outage), anything else
+    BrokerUnavailable."""
+    from notice_bus.runtime.identity import identity_of  # identity imports this module
+
+    if isinstance(exc, kerr.AuthorizationError):
+        who = identity_of(settings)
+        return AccessDenied(
+            f"{doing}: the cluster's ACLs refuse {who} ({explain(exc)})",
+            principal=who,
+            resource=resource,
+        )
+    return BrokerUnavailable(f"{doing}: {explain(exc)}")
