@@ -63,7 +63,7 @@ def outbox_size(settings: Settings) -> int:
 def test_topics_init_is_idempotent(cli_env: Settings, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["topics", "init", "--countries", "fr, TH"]) == 0
     # 5 per country, the schema topic and the keyring topic
-    assert "created 16 topics" in capsys.readouterr().out
+    assert "created 18 topics" in capsys.readouterr().out
     assert main(["topics", "init", "--countries", "FR,TH"]) == 0
     assert "created 0 topics" in capsys.readouterr().out
 

@@ -115,6 +115,11 @@ class Settings:
     #: uses the shipped Article 3 rules plus those of ``screening_rules_file`` (TOML).
     auto_publish_clean: bool = True
     screening_rules_file: str = ""
+    #: Copy verification: how often HQ's service publishes each country's manifest (0:
+    #: only on demand, ``notice-bus verify``), and what a bureau does with the differences
+    #: it finds: ``report`` them only, or ``mend`` what it can from the compacted topic.
+    manifest_interval_s: float = 3600.0
+    repair: str = "report"
 
     def __post_init__(self) -> None:
         if not 0 < self.broker_timeout_s < math.inf:
@@ -122,6 +127,8 @@ class Settings:
                 f"setting 'broker_timeout_s' must be a positive number of seconds,"
                 f" got {self.broker_timeout_s!r}"
             )
+        if self.repair not in ("report", "mend"):
+            raise ConfigError(f"setting 'repair' must be report or mend, got {self.repair!r}")
         if self.security_protocol not in _PROTOCOLS:
             raise ConfigError(
                 f"setting 'security_protocol' must be one of {', '.join(_PROTOCOLS)},"

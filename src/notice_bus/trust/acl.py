@@ -92,7 +92,7 @@ def grants(
             # HQ's review service reads every country's requests in a group of its own.
             out.append(Grant(n, "GROUP", review_group_id(settings), "READ"))
             for cc in every:
-                for name in (t.notices(cc), t.reminders(cc), t.decisions(cc)):
+                for name in (t.notices(cc), t.reminders(cc), t.decisions(cc), t.manifests(cc)):
                     topic(name, "WRITE")
                 topic(t.notices(cc), "READ")  # to sign the notices again after a revocation
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc)):
@@ -108,7 +108,13 @@ def grants(
                 topic(t.reminders(cc), "WRITE")
         else:  # a bureau, or a hub: the same for each of its countries
             for cc in p.countries:
-                for name in (t.notices(cc), t.reminders(cc), t.dead_letters(cc), t.decisions(cc)):
+                for name in (
+                    t.notices(cc),
+                    t.reminders(cc),
+                    t.dead_letters(cc),
+                    t.decisions(cc),
+                    t.manifests(cc),
+                ):
                     topic(name, "READ")
                 for name in (t.acks(cc), t.responses(cc), t.requests(cc), t.dead_letters(cc)):
                     topic(name, "WRITE")

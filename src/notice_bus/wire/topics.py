@@ -5,7 +5,8 @@ Every country has topics of its own, so that broker ACLs can confine a bureau to
 available for a bureau that joins late), ``acks.CC`` (CC writes, HQ reads), ``responses.CC``
 (CC's own answers to notices), ``reminders.CC`` (HQ reminds CC of overdue notices) and
 ``dlq.CC`` (CC's adapter parks records it can never process), ``requests.CC`` (CC asks HQ for
-notices) and ``decisions.CC`` (HQ's word on them). A country is registered when its notices
+notices, and for a manifest's details), ``decisions.CC`` (HQ's word on requests) and
+``manifests.CC`` (what HQ says CC should hold). A country is registered when its notices
 topic exists.
 """
 
@@ -25,7 +26,9 @@ from notice_bus.runtime.settings import Settings
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
-KINDS = ("notices", "acks", "dlq", "responses", "reminders", "requests", "decisions")
+KINDS = (
+    "notices", "acks", "dlq", "responses", "reminders", "requests", "decisions", "manifests",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class TopicNames:
 
     def decisions(self, country: str) -> str:
         return f"{self.prefix}decisions.{country}"
+
+    def manifests(self, country: str) -> str:
+        return f"{self.prefix}manifests.{country}"
 
     @property
     def schemas(self) -> str:
@@ -127,6 +133,7 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
             names.reminders(cc),
             names.requests(cc),
             names.decisions(cc),
+            names.manifests(cc),
         ):
             wanted[topic] = {
                 "num_partitions": 1,
