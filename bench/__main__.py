@@ -1,9 +1,9 @@
 """`make bench`: every benchmark, its figures printed and merged into bench/results.json.
 
 Sizes come from the environment so a quick look is possible (BENCH_NOTICES=60 make bench),
-and BENCH_ONLY=ingest|propagation|security|report runs one part (security: the plain
-196-country run and the secured one); the defaults are the ones the
-figures in README.md were measured with.
+and BENCH_ONLY=ingest|propagation|review|security|report runs one part (security: the plain
+196-country run and the secured one; review: a bureau's request beside HQ's publish); the
+defaults are the ones the figures in README.md were measured with.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from bench import ingest, report_bench
+from bench import ingest, report_bench, review_bench
 from bench.cluster import Cluster, handshakes, plain_cluster, secured_cluster
 from bench.common import postgres, record, say
 from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
@@ -28,6 +28,7 @@ SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # other runs and the b
 RATE = 2.0  # notices per second
 WARMUP = int(os.environ.get("BENCH_WARMUP_NOTICES", "30"))  # untimed, before each run's timing
 PROCESSES = int(os.environ.get("BENCH_HOST_PROCESSES", "2"))  # the host's, from 2 countries on
+REVIEW_PER_PATH = int(os.environ.get("BENCH_REVIEW_NOTICES", "200"))  # each of publish, request
 
 
 def figures(lat: Latencies) -> dict[str, Any]:
@@ -182,13 +183,36 @@ def _p(values: list[float], q: float) -> float:
     return quantile(values, q) if values else float("nan")
 
 
+def review(cluster: Cluster, pg_url: str, tmp: Path) -> None:
+    """A bureau's clean request -> RECORDED at 196 countries, beside HQ's publish in the
+    same run (bench/review_bench.py)."""
+    world = country_codes(196)
+    say(
+        f"review: at 196 countries, {REVIEW_PER_PATH} notices by HQ's publish and"
+        f" {REVIEW_PER_PATH} by a bureau's request through HQ's review service, alternating,"
+        f" {RATE:g}/s in all"
+    )
+    publish, request, own = review_bench.review_run(
+        cluster, world, pg_schemas(pg_url, world, "rv"), tmp,
+        per_path=REVIEW_PER_PATH, rate=RATE, warmup=WARMUP // 2, processes=PROCESSES,
+    )  # fmt: skip
+    show("publish -> RECORDED, 196", publish)
+    show("request -> RECORDED, 196", request)
+    found = review_bench.review_figures(publish, request, own)
+    say(
+        f"request - publish: p99 {found['review_p99_gap_s']:+.3f} s; the review service's own"
+        f" p50 {found['review_service_p50_s']} s (request on the broker -> decision)"
+    )
+    record(found)
+
+
 def main() -> None:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="notice-bus-bench-"))
     only = os.environ.get("BENCH_ONLY", "")
     with postgres() as pg_url:
         plain: RunResult | None = None
-        if only in ("", "ingest", "propagation", "security"):
+        if only in ("", "ingest", "propagation", "review", "security"):
             with plain_cluster(tmp) as cluster:
                 if only in ("", "ingest"):
                     say("bulk paths on PostgreSQL:")
@@ -196,6 +220,8 @@ def main() -> None:
                     record(ingest.tracker_ingest(cluster.bootstrap, pg_url, country_codes(196)))
                 if only in ("", "propagation"):
                     plain = propagation(cluster, pg_url, tmp)
+                if only in ("", "review"):
+                    review(cluster, pg_url, tmp)
                 elif only == "security":
                     plain = world196(cluster, pg_url, tmp)
         if plain is not None and only in ("", "security"):

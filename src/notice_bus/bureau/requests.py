@@ -70,31 +70,52 @@ def read_requests(path: str | Path, requester: str | None = None) -> list[Notice
     return out
 
 
+class RequestSender:
+    """A producer on ``country``'s requests topic, kept open for a caller that sends many
+    (a bureau's system, the benchmark). Close it to release the producer."""
+
+    def __init__(self, settings: Settings, country: str) -> None:
+        self.settings = settings
+        self._codec = AvroCodec(load_schema("notice_request"), KafkaSchemaStore(settings))
+        self.topic = TopicNames(settings.topic_prefix).requests(country)
+        connecting(settings)
+        try:
+            self._producer = KafkaProducer(
+                **kafka_config(settings, "notice-bus-request", producer=True),
+                enable_idempotence=True,
+                acks="all",
+            )
+        except KafkaError as exc:
+            raise unreachable(settings, exc) from exc
+
+    def send(self, requests: list[NoticeRequest]) -> None:
+        """Send ``requests``; returns once the broker has every one."""
+        try:
+            futures = [
+                self._producer.send(
+                    self.topic, key=r.request_id.encode(), value=self._codec.encode(r.to_avro())
+                )
+                for r in requests
+            ]
+            self._producer.flush(timeout=30)
+            for f in futures:
+                f.get(timeout=30)
+        except KafkaError as exc:
+            raise failure(
+                self.settings, exc, f"requests not confirmed on {self.topic}", self.topic
+            ) from exc
+
+    def close(self) -> None:
+        self._producer.close(timeout=10)
+
+
 def send_requests(settings: Settings, country: str, requests: list[NoticeRequest]) -> None:
     """Send ``requests`` on ``country``'s requests topic; returns once the broker has all."""
-    codec = AvroCodec(load_schema("notice_request"), KafkaSchemaStore(settings))
-    topic = TopicNames(settings.topic_prefix).requests(country)
-    connecting(settings)
+    sender = RequestSender(settings, country)
     try:
-        producer = KafkaProducer(
-            **kafka_config(settings, "notice-bus-request", producer=True),
-            enable_idempotence=True,
-            acks="all",
-        )
-    except KafkaError as exc:
-        raise unreachable(settings, exc) from exc
-    try:
-        futures = [
-            producer.send(topic, key=r.request_id.encode(), value=codec.encode(r.to_avro()))
-            for r in requests
-        ]
-        producer.flush(timeout=30)
-        for f in futures:
-            f.get(timeout=30)
-    except KafkaError as exc:
-        raise failure(settings, exc, f"requests not confirmed on {topic}", topic) from exc
+        sender.send(requests)
     finally:
-        producer.close(timeout=10)
+        sender.close()
 
 
 def read_decisions(
