@@ -1,4 +1,4 @@
-"""HQ's commands: ``publish``, ``cancel``, ``relay`` and ``bootstrap``."""
+"""HQ's commands: ``publish``, ``cancel``, ``relay``, ``bootstrap`` and ``verify``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import argparse
 from notice_bus.cli.common import (
     Command,
     country,
+    country_list,
 )
 from notice_bus.errors import AlreadyCancelled
 from notice_bus.runtime.settings import Settings
@@ -27,6 +28,16 @@ def _cancel_args(c: argparse.ArgumentParser) -> None:
 
 def _bootstrap_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--country", required=True, type=country, help="a country that joined late")
+
+
+def _verify_args(c: argparse.ArgumentParser) -> None:
+    which = c.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--country",
+        type=country_list,
+        help="countries, comma-separated (no default: this or --all)",
+    )
+    which.add_argument("--all", action="store_true", help="every registered country")
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
@@ -74,6 +85,18 @@ def _cmd_bootstrap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.hq.manifest import Manifests
+    from notice_bus.hq.publisher import HQ
+
+    with HQ(settings) as hq:
+        manifests = Manifests(hq).publish_all(None if args.all else args.country)
+    for m in manifests:
+        print(f"{m.country}  {m.count} notices  manifest {m.manifest_id}")
+    print(f"{len(manifests)} manifests sent")
+    return 0
+
+
 COMMANDS = {
     "publish": Command(
         "publish or update the notices of a JSON file",
@@ -94,5 +117,10 @@ COMMANDS = {
         "send a country every notice active now",
         _bootstrap_args,
         _cmd_bootstrap,
+    ),
+    "verify": Command(
+        "send countries the manifest of what they should hold, for their bureaus to check",
+        _verify_args,
+        _cmd_verify,
     ),
 }

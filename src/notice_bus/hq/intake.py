@@ -7,6 +7,11 @@ in its group only for records whose request is stored. A record read twice (afte
 before its commit) is recognised by its source and stored once. The requesting country is
 the topic's: ACLs let only that country's bureau write there, so whatever the request says of
 its requester is a claim, and a claim of another country is a finding for the reviewer.
+
+Copy verification rides along: a record of kind ``manifest-query`` (header ``nb-kind``) on a
+requests topic is a bureau's query about a manifest, answered with the entries of the buckets
+it names (:class:`~notice_bus.hq.manifest.Manifests`); and :meth:`Intake.run` publishes every
+registered country's manifest every ``manifest_interval_s`` (0: never).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from notice_bus.errors import InvalidNotice, NoticeBusError, SchemaError, TransientError
+from notice_bus.hq.manifest import Manifests
 from notice_bus.hq.metrics import ReviewMetrics
 from notice_bus.hq.publisher import HQ
 from notice_bus.hq.review import Arrival, Review, draft_of
@@ -32,6 +38,7 @@ from notice_bus.runtime.kafka import kafka_config, poll_or_none, unreachable
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.groups import review_group_id
+from notice_bus.wire.manifest import QUERY, kind_of
 from notice_bus.wire.model import utcnow
 from notice_bus.wire.request import Decision, NoticeRequest
 from notice_bus.wire.schema_registry import KafkaSchemaStore
@@ -86,6 +93,8 @@ class Intake:
         extra = [settings.screening_rules_file] if settings.screening_rules_file else []
         self.rules = rules if rules is not None else Rules.load(extra)
         self._codec = AvroCodec(load_schema("notice_request"), store)
+        self.manifests = Manifests(self.hq, store)
+        self._next_manifests = 0.0  # the first when the service starts
         self._names = TopicNames(settings.topic_prefix)
         self._ours = re.compile(self._names.pattern("requests"))
         self._next_look = 0.0
@@ -104,6 +113,7 @@ class Intake:
         pause = self.settings.retry_initial_s
         while not stop.is_set():
             try:
+                self.publish_manifests_if_due()
                 made = self.step()
                 if metrics is not None:
                     metrics.count(made)
@@ -112,6 +122,24 @@ class Intake:
                 log.error("review: %s; trying again in %.1f s", exc, pause)
                 stop.wait(pause)
                 pause = min(pause * 2, self.settings.retry_max_s)
+
+    def publish_manifests_if_due(self) -> int:
+        """Every registered country's manifest, if ``manifest_interval_s`` has passed since
+        the last (or this is the first call; never if it is 0); returns how many were sent.
+        A broker or database away is raised (the next call tries again); any other error is
+        logged, and the manifests wait for the next interval."""
+        interval = self.settings.manifest_interval_s
+        if interval <= 0 or time.monotonic() < self._next_manifests:
+            return 0
+        try:
+            sent = len(self.manifests.publish_all())
+        except TransientError:
+            raise
+        except NoticeBusError as exc:
+            log.error("review: manifests not published: %s", exc)
+            sent = 0
+        self._next_manifests = time.monotonic() + interval
+        return sent
 
     def step(self) -> list[Decision]:
         """Read a batch of requests, store and screen each, commit; returns the decisions
@@ -143,6 +171,9 @@ class Intake:
 
     def _take(self, record: Any) -> Decision | None:
         country = self._names.country_of(record.topic) or "??"
+        if kind_of(record.headers) == QUERY:
+            self._answer(record, country)
+            return None
         source = f"{record.topic}:{record.partition}:{record.offset}"
         received = datetime.fromtimestamp(record.timestamp / 1000, UTC)
         key = record.key.decode("utf-8", "replace") if record.key else source
@@ -176,6 +207,19 @@ class Intake:
         return self.review.receive(
             arrival, findings, problem, auto_publish=self.settings.auto_publish_clean
         )
+
+    def _answer(self, record: Any, country: str) -> None:
+        """A bureau's query about a manifest: answered from HQ's records for its country now.
+        One that does not decode is logged and left (it is no request for the review)."""
+        try:
+            query = self.manifests.decode_query(record.value or b"")
+        except (SchemaError, KeyError, TypeError, ValueError) as exc:
+            where = f"{record.topic}:{record.partition}:{record.offset}"
+            log.warning(
+                "review: manifest query %s from %s does not decode: %s", where, country, exc
+            )
+            return
+        self.manifests.answer(country, query)
 
     def _take_new_topics(self) -> None:
         try:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -58,6 +58,7 @@ from notice_bus.runtime.settings import Settings
 from notice_bus.trust.keyring_topic import hq_signer
 from notice_bus.trust.signing import Signer
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
+from notice_bus.wire.manifest import kind_header
 from notice_bus.wire.model import NOT_ADDRESSED, WITHDRAWN, NoticeEvent, Person, utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames, registered_countries
@@ -254,6 +255,16 @@ class HQ:
                     )
                 sent += len(rows)
 
+    def send_now(self, topic: str, records: Sequence[tuple[str, bytes]], kind: str) -> None:
+        """Send ``records`` (key, value) to ``topic`` now, signed as the relay signs, with the
+        record header that names their ``kind`` (:data:`~notice_bus.wire.manifest.KIND_HEADER`),
+        and wait until the broker has each; :class:`BrokerUnavailable` if not. Not through the
+        outbox: for records worth nothing once late (a manifest, its details), which a caller
+        sends again rather than queue."""
+        rows = [_Row(topic, key, value) for key, value in records]
+        if rows:
+            self._send(rows, kind_header(kind))
+
     def pending(self) -> int:
         """Outbox rows not yet confirmed by the broker."""
         with self.engine.connect() as conn:
@@ -321,7 +332,7 @@ class HQ:
             self._admin = None  # a fresh connection next time
             raise
 
-    def _send(self, rows: Sequence[Any]) -> None:
+    def _send(self, rows: Sequence[Any], extra: list[tuple[str, bytes]] | None = None) -> None:
         try:
             if self._producer is None:
                 self._signer = hq_signer(self.settings)  # the keyring published first
@@ -335,7 +346,7 @@ class HQ:
             # Right after a broker restarts its partitions have no leader for a moment:
             # retried, not reported. A row sent twice is harmless (same key and version).
             retry_transient(
-                self.settings, "sending to Kafka", lambda: _send_all(producer, rows, signer)
+                self.settings, "sending to Kafka", lambda: _send_all(producer, rows, signer, extra)
             )
         except KafkaError as exc:
             raise BrokerUnavailable(
@@ -345,9 +356,23 @@ class HQ:
             ) from exc
 
 
-def _send_all(producer: Any, rows: Sequence[Any], signer: Signer | None) -> None:
-    """Send ``rows`` (outbox rows), signed by ``signer``, and wait until the broker has every
-    one. An event goes to many countries: it is signed once (the topic is not signed)."""
+class _Row(NamedTuple):
+    """A record to send, shaped as an outbox row."""
+
+    topic: str
+    key: str
+    payload: bytes
+
+
+def _send_all(
+    producer: Any,
+    rows: Sequence[Any],
+    signer: Signer | None,
+    extra: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Send ``rows`` (outbox rows), signed by ``signer``, with the ``extra`` headers, and wait
+    until the broker has every one. An event goes to many countries: it is signed once (the
+    topic is not signed)."""
     announce_topics(producer, {r.topic for r in rows})
     signed: dict[tuple[str, bytes], list[tuple[str, bytes]] | None] = {}
     with corked(producer):
@@ -357,6 +382,8 @@ def _send_all(producer: Any, rows: Sequence[Any], signer: Signer | None) -> None
             headers = signed.get((r.key, r.payload))
             if headers is None and signer is not None:
                 headers = signed[(r.key, r.payload)] = signer.headers(key, r.payload)
+            if extra:
+                headers = [*(headers or ()), *extra]
             futures.append(producer.send(r.topic, key=key, value=r.payload, headers=headers))
     producer.flush(timeout=60)
     for f in futures:
