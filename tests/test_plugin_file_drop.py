@@ -343,3 +343,21 @@ def test_unknown_lists_reach_the_file_as_null_over_kafka(
     body = load(inbox, "2026-7.v1.notice.json")
     assert (body["nationalities"], body["eyes_colors_id"], body["images"]) == (None, None, None)
     assert (body["hairs_id"], body["languages_spoken_ids"]) == ([], [])
+
+
+def test_entries_list_the_newest_file_of_each_notice(inbox: Path, tmp_path: Path) -> None:
+    from notice_bus.wire.digest import Entry, content_hash
+
+    drop = FileDrop(inbox=str(inbox))
+    drop.write([event("2026/1", 1), event("2026/2", 1)])
+    drop.write([event("2026/1", 2, Action.UPDATE, person=replace(PERSON, weight=80.5))])
+    drop.withdraw([event("2026/2", 2, Action.CANCEL, reason="arrested")])
+    (inbox / ".2026-3.v1.notice.json.ab12.tmp").write_text("{")  # half written: not listed
+    listed = sorted(drop.entries() or ())
+    person = replace(PERSON, weight=80.5).to_avro()
+    assert listed == [
+        Entry("2026/1", 2, "ACTIVE", content_hash("RU", person)),
+        Entry("2026/2", 2, "WITHDRAWN", ""),
+    ]
+    assert ledger(inbox, tmp_path).entries() is not None
+    assert FileDrop(inbox=str(inbox), listable=False).entries() is None

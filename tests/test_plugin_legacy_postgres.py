@@ -337,3 +337,39 @@ def test_unknown_lists_are_taken_in_and_an_unknown_nationality_has_no_row(
     assert (rows["2026/1"]["nationalities"], rows["2026/1"]["interpol_revision"]) == (set(), 2)
     assert rows["2026/2"]["nationalities"] == set()
     assert rows["2026/2"]["surname"] == "Иванов" and rows["2026/2"]["warrants"]
+
+
+def test_entries_list_revisions_and_states_and_a_forced_cancel_mends_a_resurrected_record(
+    system: LegacyPostgres, legacy_db: str, tmp_path: Path
+) -> None:
+    from notice_bus.wire.digest import Entry
+
+    sink = LedgerSink(system, ledger_url=f"sqlite:///{tmp_path}/ledger.db")
+    for e in (event("2026/20", 2, Action.UPDATE, person=THAI), event("2026/21", 1)):
+        sink.add(e, 0)
+    sink.add(event("2026/22", 3, Action.CANCEL, reason="arrested"), 0)
+    sink.flush()
+    assert sink.content_listed is False
+    assert sorted(sink.entries() or ()) == [
+        Entry("2026/20", 2, "ACTIVE", ""),
+        Entry("2026/21", 1, "ACTIVE", ""),
+        Entry("2026/22", 3, "WITHDRAWN", ""),
+    ]
+    # Behind the adapter's back: 2026/22 set back to active, 2026/21 deleted.
+    execute(
+        legacy_db,
+        "UPDATE wanted_person SET record_state = 'A', surname = 'X' WHERE wp_ref = '2026/22'",
+        "DELETE FROM wanted_person WHERE wp_ref = '2026/21'",
+    )
+    # The ledger says both were taken in: an ordinary flush changes nothing, force does.
+    sink.add(event("2026/21", 1), 0)
+    sink.flush()
+    assert "2026/21" not in snapshot(legacy_db)
+    sink.force([event("2026/21", 1), event("2026/22", 3, Action.CANCEL, reason="arrested")])
+    rows = snapshot(legacy_db)
+    assert (rows["2026/21"]["record_state"], rows["2026/21"]["surname"]) == ("A", "Иванов")
+    assert (rows["2026/22"]["record_state"], rows["2026/22"]["withdrawn_reason"]) == (
+        "W",
+        "arrested",
+    )
+    sink.close()

@@ -410,3 +410,7 @@ def test_unknown_lists_reach_the_api_as_null_over_kafka(
     body = api.notices["2026/7"]
     assert (body["nationalities"], body["eyes_colors_id"], body["images"]) == (None, None, None)
     assert (body["hairs_id"], body["languages_spoken_ids"]) == ([], [])
+
+
+def test_the_api_cannot_list_so_its_copy_is_unverifiable(ledger: LedgerSink) -> None:
+    assert ledger.entries() is None

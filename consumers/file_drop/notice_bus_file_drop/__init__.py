@@ -22,6 +22,12 @@ The contract with the batch system:
   A withdrawal whose ``reason`` is ``"no longer addressed to this country"`` is not final: a
   later version may follow when the notice addresses the country again.
 
+Copy verification lists the inbox (:meth:`FileDrop.entries`): each notice at the highest
+version of its files, ACTIVE for a ``.notice.json``, WITHDRAWN for a ``.withdrawal.json``, with
+the content hash of the notice file's fields. That is what the system holds only while the batch
+job leaves the files it took in where they are: one that removes or moves them must set
+``listable = false``, and its copy is then reported UNVERIFIABLE.
+
 A missing inbox at start is a :class:`ConfigError`; a failing inbox later (full, vanished mount,
 no permission) is :class:`LocalSystemUnavailable`, and the adapter retries.
 """
@@ -32,8 +38,9 @@ import contextlib
 import errno
 import json
 import os
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +52,14 @@ from notice_bus.bureau.sinks.local_system import (
 )
 from notice_bus.bureau.sinks.sink import Health
 from notice_bus.errors import ConfigError, LocalSystemUnavailable
+from notice_bus.wire.digest import Entry, content_hash
 from notice_bus.wire.model import NoticeEvent
 
 FORMATS = ("json",)
 # The batch job usually runs as another user, in the adapter's group: it must be able to read,
 # and nobody else should (a notice is personal data).
 DEFAULT_FILE_MODE = 0o640
+_DROPPED = re.compile(r"^(?P<id>[^.].*)\.v(?P<version>[0-9]+)\.(?P<kind>notice|withdrawal)\.json$")
 
 
 class FileDrop(LocalSystem):
@@ -62,12 +71,14 @@ class FileDrop(LocalSystem):
         inbox: str | os.PathLike[str],
         format: str = "json",
         file_mode: str | int = DEFAULT_FILE_MODE,
+        listable: bool = True,
     ) -> None:
         if format not in FORMATS:
             raise ConfigError(f"file-drop format {format!r} is not supported; use one of {FORMATS}")
         self.inbox = Path(inbox)
         self.format = format
         self.file_mode = _mode(file_mode)
+        self.listable = bool(listable)
         if not self.inbox.is_dir():
             what = "is not a directory" if self.inbox.exists() else "does not exist"
             raise ConfigError(f"file-drop inbox {self.inbox} {what}")
@@ -77,6 +88,37 @@ class FileDrop(LocalSystem):
 
     def withdraw(self, cancels: Sequence[NoticeEvent]) -> None:
         self._drop([(_file_name(e, "withdrawal"), withdrawal_document(e)) for e in cancels])
+
+    def entries(self) -> Iterator[Entry] | None:
+        """Each notice at its highest dropped version (see the module docstring); None when
+        ``listable`` is false. Only the file of that version is read."""
+        if not self.listable:
+            return None
+        return self._entries()
+
+    def _entries(self) -> Iterator[Entry]:
+        newest: dict[str, tuple[int, str]] = {}  # external id -> (version, file name)
+        try:
+            with os.scandir(self.inbox) as found:
+                for item in found:
+                    m = _DROPPED.match(item.name)
+                    if m is None:
+                        continue
+                    version = int(m["version"])
+                    held = newest.get(m["id"])
+                    # At equal versions the withdrawal wins: a cancel is final.
+                    cancel = m["kind"] == "withdrawal"
+                    if held is None or held[0] < version or (held[0] == version and cancel):
+                        newest[m["id"]] = (version, item.name)
+            for version, name in newest.values():
+                body = json.loads((self.inbox / name).read_bytes())
+                if name.endswith(".withdrawal.json"):
+                    yield Entry(body["notice_id"], version, "WITHDRAWN", "")
+                else:
+                    digest = content_hash(body["requesting_country"], body)
+                    yield Entry(body["notice_id"], version, "ACTIVE", digest)
+        except OSError as exc:
+            raise LocalSystemUnavailable(f"file-drop cannot list {self.inbox}: {exc}") from exc
 
     def health(self) -> Health:
         try:

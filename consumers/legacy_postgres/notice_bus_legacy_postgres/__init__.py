@@ -14,12 +14,18 @@ The adapter keeps this plug-in's version ledger (see
 ``notice_ledger`` it creates when missing (the role needs CREATE on the schema once, or the
 bureau's DBA creates the table), so the ledger moves, and is backed up, with the records it
 protects.
+
+Copy verification: :meth:`LegacyPostgres.entries` lists ``wanted_person`` (revision and
+state of every record) in one SELECT. The schema keeps only part of a notice (no eye or hair
+colours, languages or images; heights in whole centimetres), so no content hash could equal
+HQ's: ``content_listed`` is False, and a check compares revisions and states only; content
+edited behind the adapter's back is not seen.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +44,7 @@ from sqlalchemy import (
     delete,
     inspect,
     or_,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -46,6 +53,7 @@ from notice_bus.bureau.sinks.local_system import LocalSystem
 from notice_bus.bureau.sinks.sink import Health
 from notice_bus.errors import ConfigError, LocalSystemRejected, LocalSystemUnavailable
 from notice_bus.runtime.db import make_engine, redact, transaction, translate_errors
+from notice_bus.wire.digest import Entry
 from notice_bus.wire.model import NOT_ADDRESSED, NoticeEvent, Person, utcnow
 
 ACTIVE = "A"
@@ -101,8 +109,12 @@ class LegacyPostgres(LocalSystem):
     withdrawn because the notice no longer addressed the country (``withdrawn_reason``
     :data:`~notice_bus.wire.model.NOT_ADDRESSED`) is reactivated by a higher revision, and such a
     withdrawal never overwrites a cancel's. Child rows are replaced only when their person row
-    was; a withdrawal keeps them, for the record.
+    was; a withdrawal keeps them, for the record. A cancel also applies over an ACTIVE record
+    of its own revision (a replay over the withdrawn record changes nothing): that is how a
+    copy check mends a cancelled record someone set back to active.
     """
+
+    content_listed = False  # see the module docstring
 
     def __init__(self, *, database_url: str, schema: str | None = None) -> None:
         self.database_url = database_url
@@ -130,7 +142,15 @@ class LegacyPostgres(LocalSystem):
         self._upsert_withdrawn = stmt.on_conflict_do_update(
             index_elements=[wp.c.wp_ref],
             set_={name: stmt.excluded[name] for name in withdrawn},
-            where=newer,
+            # or the same revision over an active record: never so in the ordinary flow (a
+            # revision is one event), only when someone set a cancelled record back to active
+            where=or_(
+                newer,
+                and_(
+                    wp.c.interpol_revision == stmt.excluded.interpol_revision,
+                    wp.c.record_state == ACTIVE,
+                ),
+            ),
         )
         self._upsert_unlisted = stmt.on_conflict_do_update(
             index_elements=[wp.c.wp_ref],
@@ -200,6 +220,15 @@ class LegacyPostgres(LocalSystem):
                 conn.execute(self._upsert_withdrawn, final)
             if unlisted:
                 conn.execute(self._upsert_unlisted, unlisted)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every record's revision and state (content ``""``: see the module docstring)."""
+        self._verify()
+        wp = self.person
+        query = select(wp.c.wp_ref, wp.c.interpol_revision, wp.c.record_state)
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            for ref, revision, state in conn.execution_options(yield_per=5000).execute(query):
+                yield Entry(ref, revision, "ACTIVE" if state == ACTIVE else "WITHDRAWN", "")
 
     def ledger_url(self) -> str:
         """The bureau's own database: the ledger commits beside the records."""

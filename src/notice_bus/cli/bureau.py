@@ -1,4 +1,4 @@
-"""A bureau's commands: ``adapter``, ``dlq list|replay`` and ``respond``."""
+"""A bureau's commands: ``adapter``, ``dlq list|replay``, ``respond`` and ``copy-check``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,23 @@ def _respond_args(c: argparse.ArgumentParser) -> None:
     c.add_argument("--responder", default="officer", help="who answers")
 
 
+def _copy_check_args(c: argparse.ArgumentParser) -> None:
+    c.add_argument("--country", required=True, type=country, help="the country's code")
+    add_system_options(c)
+    c.add_argument(
+        "--repair",
+        choices=["report", "mend"],
+        help="report the differences only, or also mend missing, stale and resurrected"
+        " notices from the notices topic (default: the repair setting, report)",
+    )
+    c.add_argument(
+        "--once",
+        action="store_true",
+        help="check the latest manifest on the topic, print the result and leave (default:"
+        " check it and every new one until stopped)",
+    )
+
+
 def _cmd_adapter(args: argparse.Namespace, settings: Settings) -> int:
     from notice_bus.bureau.workers import AdapterWorkers, run_adapter
 
@@ -156,6 +173,35 @@ def _cmd_respond(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_copy_check(args: argparse.Namespace, settings: Settings) -> int:
+    from notice_bus.bureau.copies import CopyChecker
+
+    if args.repair:
+        settings = settings.with_(repair=args.repair)
+    sink = local_systems(args, settings).sink(args.country)
+    checker = CopyChecker(settings, args.country, sink)
+    try:
+        if not args.once:
+            checker.run(stop_on_signals())
+            return 0
+        manifest = checker.latest_manifest()
+        if manifest is None:
+            print(f"no manifest for {args.country} on its topic yet")
+            return 1
+        result = checker.check_once(manifest)
+    finally:
+        checker.close()
+        sink.close()
+    counts = ", ".join(f"{n} {k}" for k, n in result.counts.items() if n)
+    print(
+        f"{args.country}: {result.status} against manifest {result.manifest_id}:"
+        f" {result.held} held, {result.expected} expected"
+        + (f"; {counts}; {result.mended} mended" if counts else "")
+        + (f" ({result.reason})" if result.reason else "")
+    )
+    return 0 if result.status == "VERIFIED" else 1
+
+
 COMMANDS = {
     "adapter": Command(
         "run a country's adapter into its local system",
@@ -177,5 +223,11 @@ COMMANDS = {
         "a bureau's own answer to a notice",
         _respond_args,
         _cmd_respond,
+    ),
+    "copy-check": Command(
+        "verify the local copy against HQ's manifests, report on the acks topic, and with"
+        " --repair mend mend what can be mended",
+        _copy_check_args,
+        _cmd_copy_check,
     ),
 }

@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -53,6 +53,7 @@ from notice_bus.runtime.db import (
     translate_errors,
 )
 from notice_bus.runtime.settings import STATE_DIR, read_toml
+from notice_bus.wire.digest import Entry
 from notice_bus.wire.model import NOT_ADDRESSED, Action, NoticeEvent, Reminder, Response
 from notice_bus.wire.validation import NOTICE_ID
 
@@ -78,7 +79,17 @@ class LocalSystem(BureauHooks, ABC):
       denied, read-only, missing table, expired credentials): the adapter holds the batch,
       retries with backoff, and commits nothing meanwhile.
     - ``health`` is cheap and never raises; the adapter asks it before retrying after an outage.
+    - ``entries`` lists what the system holds, for copy verification, with the semantics of
+      :meth:`~notice_bus.bureau.sinks.sink.Sink.entries`; the default, None, says it cannot
+      (the copy is then reported UNVERIFIABLE). Set :attr:`content_listed` False when the
+      system keeps only part of a notice, so that its content hash could never equal HQ's.
+    - A copy check's repair (``repair = "mend"``) calls ``write`` and ``withdraw`` directly,
+      bypassing the ledger, for notices the system lacks or holds at an older version, and
+      ``withdraw`` with a cancel of the version the system holds as ACTIVE (a resurrected
+      notice): a system that can should apply such a cancel over the same version.
     """
+
+    content_listed: bool = True
 
     @abstractmethod
     def write(self, notices: Sequence[NoticeEvent]) -> None:
@@ -90,6 +101,10 @@ class LocalSystem(BureauHooks, ABC):
 
     def health(self) -> Health:
         return Health(True)
+
+    def entries(self) -> Iterator[Entry] | None:
+        """Every notice the system holds (see the class docstring); None: it cannot list."""
+        return None
 
     def ledger_url(self) -> str | None:
         """A database of this system's where the adapter may keep the version ledger (a table
@@ -197,16 +212,19 @@ class LedgerSink(BufferedSink):
         if cancels:
             self.system.withdraw(cancels)
         if fresh:
-            rows = [
-                {"notice_id": e.notice_id, "version": e.version, "action": _ledger_action(e)}
-                for e in fresh
-            ]
-            if "country" in self._open().c:
-                for row in rows:
-                    row["country"] = self.country
-            with transaction(self.engine) as conn:
-                conn.execute(self._record, rows)
+            self._record_versions(fresh)
         self._buffers.clear()
+
+    def _record_versions(self, events: Sequence[NoticeEvent]) -> None:
+        rows = [
+            {"notice_id": e.notice_id, "version": e.version, "action": _ledger_action(e)}
+            for e in events
+        ]
+        if "country" in self._open().c:
+            for row in rows:
+                row["country"] = self.country
+        with transaction(self.engine) as conn:
+            conn.execute(self._record, rows)
 
     def health(self) -> Health:
         return self.system.health()
@@ -223,6 +241,31 @@ class LedgerSink(BufferedSink):
     def close(self) -> None:
         self.system.close()
         self.engine.dispose()
+
+    @property
+    def content_listed(self) -> bool:  # type: ignore[override]
+        return self.system.content_listed
+
+    def entries(self) -> Iterator[Entry] | None:
+        """The plug-in's own listing: what its system holds, not what the ledger recorded."""
+        return self.system.entries()
+
+    def force(self, events: Sequence[NoticeEvent]) -> None:
+        """Hand ``events`` to the plug-in whatever the ledger says (it says the notices were
+        taken in: the system lost or changed them since), then record their versions."""
+        latest: dict[str, NoticeEvent] = {}
+        for e in events:
+            if e.notice_id not in latest or latest[e.notice_id].version < e.version:
+                latest[e.notice_id] = e
+        fresh = list(latest.values())
+        active = [e for e in fresh if e.action is not Action.CANCEL]
+        cancels = [e for e in fresh if e.action is Action.CANCEL]
+        if active:
+            self.system.write(active)
+        if cancels:
+            self.system.withdraw(cancels)
+        if fresh:
+            self._record_versions(fresh)
 
     def _newer_than_ledger(self, events: Sequence[NoticeEvent]) -> list[NoticeEvent]:
         t = self._open()

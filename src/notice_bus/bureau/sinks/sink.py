@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from notice_bus.wire.digest import Entry
 from notice_bus.wire.model import NOT_ADDRESSED, Action, NoticeEvent, Reminder, Response
 
 log = logging.getLogger("notice_bus.sink")
@@ -53,7 +54,17 @@ class Sink(BureauHooks, ABC):
     - ``flush`` raises :class:`~notice_bus.errors.LocalSystemUnavailable` (retriable) when the
       system is unreachable, and :class:`~notice_bus.errors.LocalSystemRejected` when it refuses
       the batch for good.
+
+    Copy verification (:mod:`notice_bus.bureau.copies`) also asks two optional things:
+    :meth:`entries` (what the system holds; None, the default, reports the copy
+    UNVERIFIABLE) and :meth:`force` (the repair of what a check found missing, stale or
+    resurrected).
     """
+
+    #: Whether :meth:`entries` gives each ACTIVE notice's content hash. False for a system that
+    #: keeps only part of a notice (its hash could never equal HQ's): its entries carry ""
+    #: for every notice, and a check compares versions and states only.
+    content_listed: bool = True
 
     @abstractmethod
     def add(self, event: NoticeEvent, partition: int) -> None:
@@ -72,6 +83,27 @@ class Sink(BureauHooks, ABC):
 
     def close(self) -> None:
         """Release connections. The default does nothing."""
+
+    def entries(self) -> Iterator[Entry] | None:
+        """Every notice the local system holds, one :class:`~notice_bus.wire.digest.Entry` per
+        notice id, in any order: its version, its state (``ACTIVE`` or ``WITHDRAWN``, a
+        withdrawal of any reason, a cancel for a notice never had included) and, for an
+        ACTIVE notice, ``content_hash(requesting_country, fields)`` of what the system holds
+        (``""`` for a WITHDRAWN one, and for every one when :attr:`content_listed` is False).
+        Read from the system itself, not from what the adapter remembers writing: the point
+        is to find what changed behind its back. None (the default): the system cannot list
+        what it holds, and its copy is reported UNVERIFIABLE, never as consistent."""
+        return None
+
+    def force(self, events: Sequence[NoticeEvent]) -> None:
+        """Write HQ's latest versions of notices a copy check found missing, stale or
+        resurrected, durably, even where the system holds the same version (a resurrected
+        notice: the row says ACTIVE at the version of HQ's cancel, which an ordinary write
+        ignores as already taken). Never lowers a version. The default adds and flushes, which
+        mends missing and stale notices only; sinks that can do better override it."""
+        for e in events:
+            self.add(e, 0)
+        self.flush()
 
 
 class PartitionBuffers:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, and_, insert, or_, select, text, update
+from sqlalchemy import JSON, Text, and_, insert, or_, select, text, update
+from sqlalchemy import cast as cast_to
 
 from notice_bus.bureau.sinks.sink import BufferedSink, Health
 from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE, LOCAL_TABLES, RED_NOTICE
@@ -24,6 +25,7 @@ from notice_bus.runtime.db import (
     transaction,
     translate_errors,
 )
+from notice_bus.wire.digest import CONTENT_FIELDS, Entry, content_hash
 from notice_bus.wire.model import (
     ACTIVE,
     NOT_ADDRESSED,
@@ -67,6 +69,11 @@ class SqlSink(BufferedSink):
     Officers' answers with an ``answer`` that is not one of
     :class:`~notice_bus.wire.model.Answer` are left in ``notice_response``, unsent, and logged
     once each (they are looked for once a minute): one mistyped row must not stop the rest.
+
+    :meth:`entries` lists the table in one streamed SELECT; :meth:`force` is the repair path
+    of a copy check: the ordinary upsert, except that a cancel is applied over a row of the
+    same version too (a resurrected notice: a row set back to ACTIVE at the version of HQ's
+    cancel, which :meth:`flush` leaves alone as already taken).
     """
 
     def __init__(self, database_url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
@@ -78,26 +85,69 @@ class SqlSink(BufferedSink):
         self._next_bad_look = 0.0
         insert = dialect_insert(self.engine)
         self._upserts = _upserts(insert(_TABLE))
+        self._forced = _upserts(insert(_TABLE), force=True)
         self._staged: tuple[Any, Any] | None = None
+        self._staged_forced: tuple[Any, Any] | None = None
         if self.engine.dialect.name == "postgresql":
             staged = select(*[_STAGE.c[n] for n in _COLUMNS])
             self._staged = _upserts(insert(_TABLE).from_select(_COLUMNS, staged))
+            forced = insert(_TABLE).from_select(_COLUMNS, staged)
+            self._staged_forced = _upserts(forced, force=True)
 
     def flush(self) -> None:
         events = self._buffers.pending()
-        if not events:
-            return
+        if events:
+            self._write(events, self._upserts, self._staged)
+        self._buffers.clear()
+
+    def force(self, events: Sequence[NoticeEvent]) -> None:
+        """Write ``events`` as :meth:`flush` would, except that a cancel also replaces a row
+        of its own version (see the class docstring); one transaction."""
+        latest: dict[str, NoticeEvent] = {}
+        for e in events:
+            if e.notice_id not in latest or latest[e.notice_id].version < e.version:
+                latest[e.notice_id] = e
+        if latest:
+            self._write(list(latest.values()), self._forced, self._staged_forced)
+
+    def _write(self, events: Sequence[NoticeEvent], upserts: tuple[Any, Any], staged: Any) -> None:
         now = self._clock()
         active = [_row(e, now) for e in events if e.action is not Action.CANCEL]
         cancels = [_row(e, now) for e in events if e.action is Action.CANCEL]
         with transaction(self.engine) as conn:
             for i, rows in enumerate((active, cancels)):
-                if self._staged is not None and len(rows) >= _COPY_FROM:
+                if staged is not None and len(rows) >= _COPY_FROM:
                     fill_stage(conn, _STAGE, [_values(row) for row in rows])
-                    conn.execute(self._staged[i])
+                    conn.execute(staged[i])
                 elif rows:
-                    conn.execute(self._upserts[i], rows)
-        self._buffers.clear()
+                    conn.execute(upserts[i], rows)
+
+    def entries(self) -> Iterator[Entry]:
+        """Every row of ``red_notice`` as an entry, streamed from one SELECT. The JSON columns
+        come as text and are parsed in one ``json.loads`` per row (six per row were most of
+        the time of a listing)."""
+        t = _TABLE
+        plain = [n for n in CONTENT_FIELDS if n not in _JSON_COLUMNS]
+        lists = [n for n in CONTENT_FIELDS if n in _JSON_COLUMNS]
+        query = select(
+            t.c.notice_id,
+            t.c.version,
+            t.c.status,
+            t.c.requesting_country,
+            *[t.c[n] for n in plain],
+            *[cast_to(t.c[n], Text).label(n) for n in lists],
+        )
+        skip = 4 + len(plain)
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            result = conn.execution_options(yield_per=5000).execute(query)
+            for r in result:
+                if r[2] != ACTIVE:
+                    yield Entry(r[0], r[1], WITHDRAWN, "")
+                    continue
+                fields = dict(zip(plain, r[4:skip], strict=True))
+                texts = ",".join("null" if v is None else v for v in r[skip:])
+                fields.update(zip(lists, json.loads(f"[{texts}]"), strict=True))
+                yield Entry(r[0], r[1], ACTIVE, content_hash(r[3], fields))
 
     def health(self) -> Health:
         try:
@@ -178,9 +228,11 @@ class SqlSink(BufferedSink):
         self.engine.dispose()
 
 
-def _upserts(stmt: Any) -> tuple[Any, Any]:
-    """The INSERT ``stmt`` as the upsert of active versions and as that of cancels."""
+def _upserts(stmt: Any, *, force: bool = False) -> tuple[Any, Any]:
+    """The INSERT ``stmt`` as the upsert of active versions and as that of cancels; with
+    ``force``, a cancel replaces a row of its own version too (:meth:`SqlSink.force`)."""
     newer = _TABLE.c.version < stmt.excluded.version
+    not_older = _TABLE.c.version <= stmt.excluded.version
     active = stmt.on_conflict_do_update(
         index_elements=["notice_id"],
         set_={c.name: stmt.excluded[c.name] for c in _TABLE.c if c.name != "notice_id"},
@@ -192,7 +244,7 @@ def _upserts(stmt: Any) -> tuple[Any, Any]:
     cancel = stmt.on_conflict_do_update(
         index_elements=["notice_id"],
         set_={name: stmt.excluded[name] for name in _CANCEL_COLUMNS},
-        where=newer,
+        where=not_older if force else newer,
     )
     return active, cancel
 
