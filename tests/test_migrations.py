@@ -136,7 +136,13 @@ def test_a_populated_database_of_the_previous_release_is_upgraded_on_open(url: s
     try:
         assert revisions(sink.engine) == {role: [head] for role, head in HEADS.items()}
         after = snapshot(sink.engine)
-        for new in ("tracker_security_event", "tracker_request", "hq_request", "hq_audit"):
+        for new in (
+            "tracker_security_event",
+            "tracker_request",
+            "tracker_copy_check",
+            "hq_request",
+            "hq_audit",
+        ):
             assert after.pop(new) == []  # made by a later revision, empty
         assert after == before  # nothing lost, nothing changed
         # The upgraded red_notice takes an unknown list, next to the old rows.
@@ -202,13 +208,19 @@ def test_db_upgrade_upgrades_the_roles_it_finds_and_names_what_it_did(url: str) 
     assert upgrade_database(url) == [
         "local: local_0002 (from unversioned)",
         "hq: hq_0002 (from unversioned)",
-        "tracker: tracker_0003 (from unversioned)",
+        "tracker: tracker_0004 (from unversioned)",
     ]
     assert upgrade_database(url, ["local"]) == ["local: local_0002 (up to date)"]
     engine = make_engine(url)
     try:
         after = snapshot(engine)
-        for new in ("tracker_security_event", "tracker_request", "hq_request", "hq_audit"):
+        for new in (
+            "tracker_security_event",
+            "tracker_request",
+            "tracker_copy_check",
+            "hq_request",
+            "hq_audit",
+        ):
             assert after.pop(new) == []  # made by a later revision, empty
         assert after == before
     finally:

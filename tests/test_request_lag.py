@@ -321,7 +321,7 @@ def test_a_tracker_database_at_0002_gains_the_table_on_open(tracker_db: str) -> 
         make_engine(tracker_db, TRACKER_TABLES).dispose()  # as the tracker and the report do
         with engine.connect() as conn:
             query = sa.text(f"SELECT version_num FROM {migrations.version_table('tracker')}")
-            assert list(conn.execute(query).scalars()) == ["tracker_0003"]
+            assert list(conn.execute(query).scalars()) == [migrations.HEADS["tracker"]]
         indexes = {i["name"] for i in sa.inspect(engine).get_indexes(REQUEST.name)}
         assert "ix_request_country_status" in indexes
         with engine.begin() as conn:

@@ -125,6 +125,7 @@ def page_data(
         "security": parts.security,
         "rows": parts.rows,
         "reviews": parts.reviews,
+        "copies": parts.copies,
         "figures": {k: json.loads(fig.to_json()) for k, fig in parts.figures.items()},
     }
 
@@ -153,6 +154,7 @@ def refresh_script(data_url: str, refresh_s: int) -> str:
       $("security").hidden = !d.security;
       $("countries").tBodies[0].innerHTML = d.rows;
       $("reviews").tBodies[0].innerHTML = d.reviews;
+      $("copies").tBodies[0].innerHTML = d.copies;
       for (const [id, fig] of Object.entries(d.figures)) {{
         $(id).style.height = fig.layout.height + "px";
         await Plotly.react(id, fig.data, fig.layout, config);

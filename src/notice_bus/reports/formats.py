@@ -8,9 +8,11 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from notice_bus.reports.report import CountryReport, Status
+from notice_bus.wire.model import utcnow
 
 
 def _plain(r: CountryReport) -> dict[str, Any]:
@@ -22,6 +24,9 @@ def _plain(r: CountryReport) -> dict[str, Any]:
     d["outstanding_notices"] = [
         {"notice_id": n, "version": v, "age_s": round(a, 1)} for n, v, a in r.outstanding_notices
     ]
+    for k in ("copy_checked_at", "copy_verified_at"):
+        d[k] = d[k].isoformat() if d[k] is not None else None
+    d["copy_examples"] = [{"notice_id": n, "kind": k} for n, k in r.copy_examples]
     return d
 
 
@@ -37,6 +42,10 @@ def to_csv(reports: Sequence[CountryReport]) -> str:
             f"{o['notice_id']}v{o['version']}" for o in row["outstanding_notices"]
         )
         row["requests_held_for"] = " ".join(row["requests_held_for"])
+        row["copy_drift"] = " ".join(f"{k}={n}" for k, n in row["copy_drift"].items())
+        row["copy_examples"] = " ".join(
+            f"{e['notice_id']}:{e['kind']}" for e in row["copy_examples"]
+        )
     names = [f for f in CountryReport.__dataclass_fields__]
     writer = csv.DictWriter(buf, fieldnames=names, lineterminator="\n")
     writer.writeheader()
@@ -46,6 +55,7 @@ def to_csv(reports: Sequence[CountryReport]) -> str:
 
 _COLOURS = {
     Status.OK: "32",
+    Status.COPY_DRIFT: "36",
     Status.LAGGING: "33",
     Status.STALLED: "35",
     Status.SECURITY: "35;1",
@@ -54,7 +64,10 @@ _COLOURS = {
 }
 
 
-def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
+def to_table(
+    reports: Sequence[CountryReport], *, colour: bool = False, now: datetime | None = None
+) -> str:
+    """The main figures, one line per country; ages (the copy check's) as of ``now``."""
     head: tuple[str, ...] = (
         "COUNTRY",
         "SENT",
@@ -75,8 +88,12 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
         return "no notices tracked yet"
     security = any(r.security_events for r in reports)  # no column of zeros without MACs
     requests = any(_requests(r) for r in reports)  # nor of dashes without requests
+    copies = any(r.copy_status for r in reports)  # nor without copy checks
+    now = now or utcnow()
     if requests:
         head = (*head[:-1], "REQ WAIT", "REQ P95", "REQ REFUSED", head[-1])
+    if copies:
+        head = (*head[:-1], "COPY", head[-1])
     if security:
         head = (*head[:-1], "SECURITY EVENTS", head[-1])
     body = [
@@ -95,6 +112,7 @@ def to_table(reports: Sequence[CountryReport], *, colour: bool = False) -> str:
             "-" if r.consumer_lag is None else str(r.consumer_lag),
             _dur(r.clock_skew_s, signed=True),
             *(_request_cells(r) if requests else ()),
+            *((copy_cell(r, now),) if copies else ()),
             *((str(r.security_events),) if security else ()),
             r.status.value,
         )
@@ -125,6 +143,20 @@ def _request_cells(r: CountryReport) -> tuple[str, str, str]:
         waiting += f" ({_dur(r.request_oldest_waiting_s)}"
         waiting += f": {', '.join(r.requests_held_for)})" if r.requests_held_for else ")"
     return (waiting, _dur(r.request_p95_s), str(r.requests_refused))
+
+
+def copy_cell(r: CountryReport, now: datetime) -> str:
+    """The national copy in a few characters: "ok 2m03s" (VERIFIED, that long ago), "drift 5"
+    (differences still there), "mended 3" (a drift the adapter mended), "unverif.", "-"."""
+    if r.copy_status is None:
+        return "-"
+    if r.copy_status == "UNVERIFIABLE":
+        return "unverif."
+    if r.copy_status == "DRIFT":
+        left = sum(r.copy_drift.values())
+        return f"drift {left}" if left else f"mended {r.copy_mended}"
+    age = (now - r.copy_checked_at).total_seconds() if r.copy_checked_at else None
+    return f"ok {_dur(max(age, 0.0))}" if age is not None else "ok"
 
 
 def _dur(seconds: float | None, *, signed: bool = False) -> str:

@@ -1,5 +1,6 @@
 """The report as one self-contained HTML page: the per-country table, HQ's review of the
-bureaus' requests (its own lag, per requesting country) and three charts.
+bureaus' requests (its own lag, per requesting country), the national copies (each country's
+latest copy check, the differences still there by kind) and three charts.
 
 plotly.js is inlined once in the page's head, so the file opens offline (from a mail attachment
 or a USB stick) and references no external URL. The dashboard serves the same page once, and a
@@ -39,6 +40,7 @@ from notice_bus.reports.charts import (
     outstanding_series,
     recent_notices,
 )
+from notice_bus.reports.formats import copy_cell
 from notice_bus.reports.metrics import last_sample_at
 from notice_bus.reports.report import CountryReport
 from notice_bus.runtime.db import as_utc, translate_errors
@@ -57,6 +59,9 @@ th { background: #f3f3f3; }
 td.country, td.status { text-align: left; font-weight: 600; }
 td.status-ok { background: #d9f2d9; color: #1e6b1e; }
 td.status-lagging { background: #fff0c2; color: #7a5a00; }
+td.status-copy-drift { background: #d4eef2; color: #0b5563; }
+td.copy-drift { background: #d4eef2; color: #0b5563; font-weight: 600; }
+td.copy-unverifiable { color: #7a5a00; }
 td.status-stalled { background: #ecdcf5; color: #5e2a7e; }
 td.status-security { background: #5e2a7e; color: #fff; }
 td.status-down { background: #f9d0d0; color: #9b1111; }
@@ -79,7 +84,7 @@ td.status-never-connected { background: #b71c1c; color: #fff; }
 _COLUMNS: tuple[str, ...] = ("Country", "Status", "Sent", "Recorded", "Rejected")
 _COLUMNS += ("Outstanding", "Overdue")
 _COLUMNS += ("P50 lag (s)", "P95 lag (s)", "Max lag (s)", "Delivery p95 (s)", "Answer p95 (s)")
-_COLUMNS += ("Oldest waiting (s)", "Group lag", "Clock skew (s)")
+_COLUMNS += ("Oldest waiting (s)", "Group lag", "Clock skew (s)", "Copy")
 
 
 def default_stale_after_s(settings: Settings) -> float:
@@ -127,6 +132,10 @@ def render_html(
 <p class="generated">Requests for notices from the bureaus: waiting for a reviewer, published
 (time from the request's arrival to its publication), refused, invalid.</p>
 <div class="table-box">{_review_table(parts.reviews)}</div>
+<h2>National copies</h2>
+<p class="generated">Each country's latest check of its national copy against HQ's manifest:
+the differences still there by kind (those the adapter did not mend).</p>
+<div class="table-box">{_copy_table(parts.copies)}</div>
 <h2>Lag per country</h2>
 {chart_html(parts.figures["chart-lag"], "chart-lag")}
 <h2>Outstanding notices over time</h2>
@@ -142,8 +151,8 @@ def render_html(
 class PageParts:
     """Everything a page shows: its time, the summary line, the stale warning ("" if
     none), the table's rows as escaped HTML, the plotly figures by element id, the
-    security warning ("" if none), and the rows of HQ's review (table ``reviews``) as
-    escaped HTML."""
+    security warning ("" if none), the rows of HQ's review (table ``reviews``) and of the
+    national copies (table ``copies``) as escaped HTML."""
 
     now: datetime
     summary: str
@@ -152,6 +161,7 @@ class PageParts:
     figures: dict[str, Any]
     security: str
     reviews: str = ""
+    copies: str = ""
 
 
 def page_parts(
@@ -176,7 +186,14 @@ def page_parts(
     }
     stale = _stale(now, last_sample, limit)
     return PageParts(
-        now, summary, stale, _rows(reports), figures, _security(reports), _reviews(reports)
+        now,
+        summary,
+        stale,
+        _rows(reports, now),
+        figures,
+        _security(reports),
+        _reviews(reports),
+        _copies(reports, now),
     )
 
 
@@ -271,7 +288,7 @@ def _table(rows: str) -> str:
     )
 
 
-def _rows(reports: Sequence[CountryReport]) -> str:
+def _rows(reports: Sequence[CountryReport], now: datetime) -> str:
     """The table's rows, as escaped HTML."""
     rows = []
     for r in reports:
@@ -293,7 +310,7 @@ def _rows(reports: Sequence[CountryReport]) -> str:
             f'<td title="{waiting}">{r.outstanding}</td>'
             f"<td>{r.overdue_record + r.overdue_answer}</td>"
             + "".join(f"<td>{_num(v)}</td>" for v in values)
-            + f"<td>{_num(r.clock_skew_s, signed=True)}</td></tr>"
+            + f"<td>{_num(r.clock_skew_s, signed=True)}</td>{_copy_td(r, now)}</tr>"
         )
     if not rows:
         rows.append(f'<tr><td colspan="{len(_COLUMNS)}">{NOTHING}</td></tr>')
@@ -336,4 +353,59 @@ def _reviews(reports: Sequence[CountryReport]) -> str:
         )
     if not rows:
         rows.append(f'<tr><td colspan="{len(_REVIEW_COLUMNS)}">{_NO_REQUESTS}</td></tr>')
+    return "\n".join(rows)
+
+
+def _copy_td(r: CountryReport, now: datetime) -> str:
+    """The national copy's cell: "ok 2m03s", "drift 5" (by kind on hovering), "unverif."."""
+    css = f"copy copy-{(r.copy_status or 'none').lower()}" if r.copy_status else "copy"
+    if r.copy_status == "DRIFT" and not r.copy_drift:
+        css = "copy"  # all mended
+    title = _drift_text(r)
+    if r.copy_reason:
+        title = f"{title}; {r.copy_reason}" if title else r.copy_reason
+    hover = f' title="{html.escape(title)}"' if title else ""
+    return f'<td class="{css}"{hover}>{html.escape(copy_cell(r, now))}</td>'
+
+
+def _drift_text(r: CountryReport) -> str:
+    return ", ".join(f"{kind} {n}" for kind, n in r.copy_drift.items())
+
+
+_COPY_COLUMNS: tuple[str, ...] = ("Country", "Copy", "Checked", "Last verified")
+_COPY_COLUMNS += ("Differences still there", "Mended", "Examples", "Reason")
+_NO_COPIES = "no copy checks from the bureaus"
+
+
+def _copy_table(rows: str) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COPY_COLUMNS)
+    return f'<table id="copies"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
+
+
+def _copies(reports: Sequence[CountryReport], now: datetime) -> str:
+    """The national copies table's rows, as escaped HTML: every country that reported a
+    copy check, those whose copy drifted first."""
+    checked = [r for r in reports if r.copy_status]
+    order = {"DRIFT": 0, "UNVERIFIABLE": 1, "VERIFIED": 2}
+    checked.sort(
+        key=lambda r: (order.get(r.copy_status or "", 3), -sum(r.copy_drift.values()), r.country)
+    )
+    rows = []
+    for r in checked:
+        cc, status = html.escape(r.country), html.escape(r.copy_status or "")
+        css = f"copy-{status.lower()}" if status != "DRIFT" or r.copy_drift else ""
+        times = (r.copy_checked_at, r.copy_verified_at)
+        checked_ago, verified_ago = (
+            "-" if t is None else f"{_age(max((now - t).total_seconds(), 0))} ago" for t in times
+        )
+        examples = ", ".join(f"{n} ({k})" for n, k in r.copy_examples)
+        rows.append(
+            f'<tr data-copy="{cc}"><td class="country">{cc}</td>'
+            f'<td class="{css}">{status}</td><td>{checked_ago}</td><td>{verified_ago}</td>'
+            f"<td>{html.escape(_drift_text(r)) or '-'}</td><td>{r.copy_mended}</td>"
+            f"<td>{html.escape(examples) or '-'}</td>"
+            f"<td>{html.escape(r.copy_reason or '') or '-'}</td></tr>"
+        )
+    if not rows:
+        rows.append(f'<tr><td colspan="{len(_COPY_COLUMNS)}">{_NO_COPIES}</td></tr>')
     return "\n".join(rows)

@@ -36,6 +36,7 @@ from notice_bus.runtime.db import as_utc, translate_errors
 from notice_bus.tracker import measures
 from notice_bus.tracker.group_health import Status
 from notice_bus.tracker.tables import GROUP_SAMPLE
+from notice_bus.wire.manifest import KINDS
 
 #: Upper bounds of the lag histograms' buckets, in seconds: from a healthy adapter's fraction
 #: of a second to the 12 hours a bureau has to answer, and a day.
@@ -191,6 +192,7 @@ class ReportCollector(Collector):
             for s in Status:
                 status.add_metric([r.country, s.value], 1.0 if r.status is s else 0.0)
         yield status
+        yield from _copies(reports)
         if figures is not None:
             yield from _histograms(figures)
             heartbeat = GaugeMetricFamily(
@@ -200,6 +202,39 @@ class ReportCollector(Collector):
             if figures.last_sample is not None:
                 heartbeat.add_metric([], figures.last_sample.timestamp())
             yield heartbeat
+
+
+def _copies(reports: Sequence[Any]) -> Iterator[Metric]:
+    """The national copies, as each country's latest copy check tells (countries never
+    checked are absent): the differences still there by kind (0 for every kind the check
+    did not find, so an alert sees a drift end), when the latest check arrived, and when a
+    check last found the copy VERIFIED (absent: never)."""
+    drift = GaugeMetricFamily(
+        "notice_bus_copy_drift",
+        "Differences between the country's national copy and HQ's records that its latest"
+        " copy check found and the adapter did not mend, by kind.",
+        labels=["country", "kind"],
+    )
+    checked = GaugeMetricFamily(
+        "notice_bus_copy_checked_timestamp_seconds",
+        "When the country's latest copy check arrived (broker time).",
+        labels=["country"],
+    )
+    verified = GaugeMetricFamily(
+        "notice_bus_copy_verified_timestamp_seconds",
+        "When a copy check last found the country's national copy VERIFIED (broker time).",
+        labels=["country"],
+    )
+    for r in reports:
+        if getattr(r, "copy_status", None) is None:
+            continue
+        for kind in KINDS:
+            drift.add_metric([r.country, kind], float(r.copy_drift.get(kind, 0)))
+        if r.copy_checked_at is not None:
+            checked.add_metric([r.country], r.copy_checked_at.timestamp())
+        if r.copy_verified_at is not None:
+            verified.add_metric([r.country], r.copy_verified_at.timestamp())
+    yield from (drift, checked, verified)
 
 
 def _histograms(figures: TrackerFigures) -> Iterator[Metric]:

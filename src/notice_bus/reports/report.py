@@ -7,6 +7,8 @@ acknowledgements first, the evidence every bureau gives whatever its language or
 group; the consumer-side window (:mod:`notice_bus.tracker.group_health`), when the tracker has
 sampled the country's group, only refines what is wrong (:func:`country_status`). Security
 events (acknowledgements or answers whose MAC failed) are counted apart (:func:`security_status`).
+A country's national copy is as its latest copy check tells (:mod:`notice_bus.tracker.copies`):
+differences still there make COPY_DRIFT, which outranks OK only (:func:`copy_status`).
 HQ's own lag, on the requests the country's bureau sent it, is reported beside
 (:mod:`notice_bus.tracker.requests`): it does not enter the country's status.
 """
@@ -28,7 +30,14 @@ from notice_bus.errors import ConfigError
 from notice_bus.runtime.db import as_utc, make_engine, redact, translate_errors
 from notice_bus.runtime.settings import Settings
 from notice_bus.tracker import measures
-from notice_bus.tracker.group_health import Sample, Status, classify, security_status
+from notice_bus.tracker.copies import CopyState, latest_checks
+from notice_bus.tracker.group_health import (
+    Sample,
+    Status,
+    classify,
+    copy_status,
+    security_status,
+)
 from notice_bus.tracker.policy import Policy
 from notice_bus.tracker.requests import request_figures
 from notice_bus.tracker.tables import GROUP_SAMPLE, SENT, TRACKER_TABLES
@@ -38,6 +47,7 @@ __all__ = [
     "CountryReport",
     "Status",
     "build_report",
+    "copy_status",
     "country_status",
     "open_tracker_database",
     "security_status",
@@ -81,6 +91,19 @@ class CountryReport:
     request_p95_s: float | None = None
     request_oldest_waiting_s: float | None = None
     requests_held_for: list[str] = field(default_factory=list)
+    # The national copy, as the country's latest copy check tells (tracker_copy_check; the
+    # window does not apply: a copy is as its latest check says): VERIFIED, DRIFT or
+    # UNVERIFIABLE (None: never checked); when that check arrived and when a check last found
+    # the copy VERIFIED (broker time; None: never); the differences still there by kind
+    # (those the adapter did not mend), how many it mended, why (UNVERIFIABLE, a partial
+    # check), and up to ten of the differences still there as (notice id, kind).
+    copy_status: str | None = None
+    copy_checked_at: datetime | None = None
+    copy_verified_at: datetime | None = None
+    copy_drift: dict[str, int] = field(default_factory=dict)
+    copy_mended: int = 0
+    copy_reason: str | None = None
+    copy_examples: list[tuple[str, str]] = field(default_factory=list)
 
 
 def classify_acks(
@@ -205,6 +228,7 @@ def build_report(
         waiting = measures.outstanding(conn, start)
         security = measures.security_events(conn, start)
         requests = request_figures(conn, now, start)
+        copies = latest_checks(conn)
         seen = {c: as_utc(v["seen"]) for c, v in counts.items() if v["seen"] is not None}
         samples = _samples(conn, now - timedelta(seconds=settings.window_s))
         overdue_answer = measures.overdue_answers(
@@ -218,7 +242,7 @@ def build_report(
         per_waiting[row.country].append(row)
 
     # A country that only asked HQ for notices has a row too.
-    known = set(counts) | set(samples) | set(seen) | set(security) | set(requests)
+    known = set(counts) | set(samples) | set(seen) | set(security) | set(requests) | set(copies)
     wanted = [c for c in countries if c in known] if countries else sorted(known)
     reports = []
     for cc in wanted:
@@ -247,6 +271,8 @@ def build_report(
             stall_after_s=settings.stall_after_s,
         )
         status = security_status(status, security.get(cc, 0))
+        copy = copies.get(cc)
+        status = copy_status(status, copy is not None and copy.drifting)
         reports.append(
             CountryReport(
                 country=cc,
@@ -274,6 +300,7 @@ def build_report(
                     for r, a in zip(per_waiting[cc][:10], ages[:10], strict=False)
                 ],
                 **requests.get(cc, {}),
+                **_copy_fields(copy),
             )
         )
     order = list(Status)
@@ -287,6 +314,20 @@ def build_report(
             r.country,
         ),
     )
+
+
+def _copy_fields(copy: CopyState | None) -> dict[str, Any]:
+    if copy is None:
+        return {}
+    return {
+        "copy_status": copy.status.value,
+        "copy_checked_at": copy.checked_at,
+        "copy_verified_at": copy.verified_at,
+        "copy_drift": dict(copy.drift),
+        "copy_mended": copy.mended,
+        "copy_reason": copy.reason,
+        "copy_examples": list(copy.examples),
+    }
 
 
 def _samples(conn: Any, since: datetime) -> dict[str, list[Sample]]:

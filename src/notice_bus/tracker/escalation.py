@@ -18,6 +18,13 @@ event.) Without ``webhook_url`` incidents are recorded and nothing is posted. An
 was true when the incident opened: ``overdue`` (count), ``oldest_overdue_s`` (the oldest overdue
 notice's age since it arrived) and ``notices`` (up to 20 ids, oldest first).
 
+A copy that drifted: an incident of kind ``COPY_DRIFT`` opens for a country whose latest copy
+check (:mod:`notice_bus.tracker.copies`) is DRIFT with differences the adapter did not mend, and
+closes when a later check finds none left (VERIFIED, or a drift all mended); a check that cannot
+verify the copy (UNVERIFIABLE) neither opens nor closes one. Its "open" says ``differences``
+(count), ``drift`` (count by kind), ``manifest_id``, ``checked_at`` and ``notices`` (up to 10
+ids of differences still there). Copies get no reminders: the bureau's own check told it.
+
 Reminders: each overdue notice is reminded on the country's ``reminders.CC`` topic (Avro
 ``Reminder``, keyed by notice id) at most once per ``reminder_interval_s`` per (country, notice,
 kind); tracker_reminder records a reminder once the broker has confirmed it.
@@ -47,9 +54,11 @@ from notice_bus.runtime.db import as_utc, dialect_insert, transaction, translate
 from notice_bus.runtime.kafka import explain, kafka_config
 from notice_bus.runtime.settings import Settings
 from notice_bus.tracker import measures
+from notice_bus.tracker.copies import CopyState, latest_checks
 from notice_bus.tracker.policy import Policy
 from notice_bus.tracker.tables import INCIDENT, REMINDER_SENT, SENT
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
+from notice_bus.wire.manifest import CopyStatus
 from notice_bus.wire.model import Overdue, Reminder, utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
@@ -60,6 +69,7 @@ log = logging.getLogger("notice_bus.escalation")
 Post = Callable[[str, dict[str, Any]], None]
 _MAX_IDS = 20  # notice ids listed in an "open"
 _PG_LOCK = 0x6E625F657363  # advisory lock key ("nb_esc") shared by escalators on PostgreSQL
+COPY_DRIFT = "COPY_DRIFT"  # the incident kind of a copy that drifted
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +141,9 @@ class Escalator:
         """Open and close incidents, deliver pending webhooks, send due reminders."""
         now = self._clock()
         late = self._overdue(now)
-        opened, closed = self._book(late, now)
+        with translate_errors(str(self.engine.url)), self.engine.connect() as conn:
+            copies = latest_checks(conn)
+        opened, closed = self._book(late, now, copies)
         if self.settings.webhook_url:
             self._deliver()
         return EscalationResult(opened, closed, self._remind(late, now))
@@ -173,7 +185,16 @@ class Escalator:
             items.sort(key=lambda i: i.since)
         return out
 
-    def _book(self, late: dict[tuple[str, Overdue], list[_Late]], now: datetime) -> tuple[int, int]:
+    def _book(
+        self,
+        late: dict[tuple[str, Overdue], list[_Late]],
+        now: datetime,
+        copies: dict[str, CopyState] | None = None,
+    ) -> tuple[int, int]:
+        copies = copies or {}
+        drifted = {cc: c for cc, c in copies.items() if c.drifting}
+        # UNVERIFIABLE says nothing of the copy: an incident open stays open.
+        unknown = {cc for cc, c in copies.items() if c.status is CopyStatus.UNVERIFIABLE}
         opened = closed = 0
         with transaction(self.engine) as conn:
             _lock(conn)
@@ -198,15 +219,35 @@ class Escalator:
                 )
                 log.warning("escalation: %s %s, %d overdue: incident opened", cc, kind, len(items))
                 opened += 1
-            for (cc, kind_s), incident_ids in current.items():
-                if (cc, kind_s) not in late:  # Overdue is a StrEnum: its members equal their names
-                    conn.execute(
-                        update(INCIDENT)
-                        .where(INCIDENT.c.id.in_(incident_ids))
-                        .values(closed_at=now)
+            for cc, copy in sorted(drifted.items()):
+                if (cc, COPY_DRIFT) in current:
+                    continue
+                detail = {
+                    "differences": sum(copy.drift.values()),
+                    "drift": copy.drift,
+                    "manifest_id": copy.manifest_id,
+                    "checked_at": as_utc(copy.checked_at).isoformat(),
+                    "notices": [n for n, _ in copy.examples][:_MAX_IDS],
+                }
+                conn.execute(
+                    insert(INCIDENT).values(
+                        country=cc, kind=COPY_DRIFT, opened_at=now, detail=json.dumps(detail)
                     )
-                    log.warning("escalation: %s %s, none overdue: incident closed", cc, kind_s)
-                    closed += len(incident_ids)
+                )
+                log.warning("escalation: %s's copy drifted, %s: incident opened", cc, copy.drift)
+                opened += 1
+            for (cc, kind_s), incident_ids in current.items():
+                if kind_s == COPY_DRIFT:
+                    if cc in drifted or cc in unknown:
+                        continue
+                elif (cc, kind_s) in late:  # Overdue is a StrEnum: its members equal their names
+                    continue
+                conn.execute(
+                    update(INCIDENT).where(INCIDENT.c.id.in_(incident_ids)).values(closed_at=now)
+                )
+                what = "copy mended or verified" if kind_s == COPY_DRIFT else "none overdue"
+                log.warning("escalation: %s %s, %s: incident closed", cc, kind_s, what)
+                closed += len(incident_ids)
         return opened, closed
 
     # --- webhook --------------------------------------------------------------------------------

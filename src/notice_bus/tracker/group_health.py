@@ -38,13 +38,16 @@ _GROWTH_SAMPLES = 5
 class Status(StrEnum):
     """A country's health; declared worst first, the order in which reports list them.
     SECURITY is the report's, never the group's: acknowledgements or answers of the country
-    failed their MAC (:func:`security_status`)."""
+    failed their MAC (:func:`security_status`). COPY_DRIFT is the report's too: the country's
+    latest copy check found differences with HQ's records that are still there
+    (:func:`copy_status`); it outranks OK only."""
 
     NEVER_CONNECTED = "NEVER_CONNECTED"
     DOWN = "DOWN"
     STALLED = "STALLED"
     SECURITY = "SECURITY"
     LAGGING = "LAGGING"
+    COPY_DRIFT = "COPY_DRIFT"
     OK = "OK"
 
 
@@ -53,6 +56,14 @@ def security_status(status: Status, security_events: int) -> Status:
     STALLED, NEVER_CONNECTED: to be seen first)."""
     below = list(Status).index(status) > list(Status).index(Status.SECURITY)
     return Status.SECURITY if security_events and below else status
+
+
+def copy_status(status: Status, drifting: bool) -> Status:
+    """COPY_DRIFT for a country whose latest copy check found differences not mended, unless
+    ``status`` is anything but OK (every other status is worse: to be seen first). A copy that
+    cannot be verified (UNVERIFIABLE) is shown, but does not make COPY_DRIFT."""
+    below = list(Status).index(status) > list(Status).index(Status.COPY_DRIFT)
+    return Status.COPY_DRIFT if drifting and below else status
 
 
 @dataclass(frozen=True, slots=True)

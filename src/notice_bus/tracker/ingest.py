@@ -1,8 +1,9 @@
 """HQ's tracker: learns what was sent to every country and what every country made of it.
 
 It reads every country's notices topic (what HQ delivered), acks topic (what the adapter
-did), responses topic (what the bureau answered) and decisions topic (HQ's word on the
-bureau's requests, :mod:`notice_bus.tracker.requests`), found by name every few seconds, so
+did, and its copy checks: :mod:`notice_bus.tracker.copies`), responses topic (what the bureau
+answered) and decisions topic (HQ's word on the bureau's requests,
+:mod:`notice_bus.tracker.requests`), found by name every few seconds, so
 countries added later are picked up, and stores them in its database. These topics date
 records with the broker's clock (LogAppendTime), which the report prefers to any bureau's
 clock. Every ``sample_interval_s`` it also samples the countries' consumer groups from the
@@ -53,6 +54,7 @@ from notice_bus.runtime.kafka import (
 from notice_bus.runtime.retry import retrying
 from notice_bus.runtime.settings import Settings
 from notice_bus.runtime.workers import shard_of
+from notice_bus.tracker.copies import store_checks
 from notice_bus.tracker.group_health import GroupProbe, Sample, Waiting
 from notice_bus.tracker.reconcile import Row, store
 from notice_bus.tracker.requests import store_decisions
@@ -68,6 +70,7 @@ from notice_bus.trust.ack_mac import AckVerifier
 from notice_bus.trust.keys import read_secret
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema, projection
 from notice_bus.wire.groups import group_id, hub_group_id
+from notice_bus.wire.manifest import CHECK, kind_of
 from notice_bus.wire.model import utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
@@ -76,6 +79,7 @@ log = logging.getLogger("notice_bus.tracker")
 _KEEP_SAMPLES = timedelta(days=1)
 _NOTICE_FIELDS = ("notice_id", "version", "action", "published_at")
 _LOOK_EVERY_S = 3.0  # how soon a new country's topics are read
+_PLAIN = ("decisions", "copies")  # kinds stored by a plain upsert of their own
 Rows = dict[str, list[Row]]
 Parsed = tuple[Any, str, list[Row]]  # a record, its kind, its rows
 Bad = list[dict[str, Any]]  # rows of tracker_quarantine or of tracker_security_event
@@ -163,6 +167,7 @@ class Tracker:
             "acks": AvroCodec(load_schema("ack"), store),
             "responses": AvroCodec(load_schema("response"), store),
             "decisions": AvroCodec(load_schema("request_decision"), store),
+            "copies": AvroCodec(load_schema("copy_check"), store),  # on acks topics
         }
         try:
             return KafkaConsumer(
@@ -304,7 +309,7 @@ class Tracker:
         """Store a batch's rows, its quarantined records and its security events; if the
         database refuses the batch for good, store its records one by one and quarantine the
         refused ones."""
-        rows: Rows = {"notices": [], "acks": [], "responses": [], "decisions": []}
+        rows: Rows = {"notices": [], "acks": [], "responses": [], "decisions": [], "copies": []}
         for _, kind, its in parsed:
             rows[kind] += its
         try:
@@ -330,9 +335,10 @@ class Tracker:
     def _store_now(self, rows: Rows, bad: Bad, forged: Bad) -> None:
         for attempt in self._retry:
             with attempt, transaction(self.engine) as conn:
-                # Decisions are few: a plain upsert, not the stages of the other kinds.
-                store(conn, **{k: v for k, v in rows.items() if k != "decisions"})
+                # Decisions and copy checks are few: plain upserts, not the stages of the rest.
+                store(conn, **{k: v for k, v in rows.items() if k not in _PLAIN})
                 store_decisions(conn, rows.get("decisions", ()))
+                store_checks(conn, rows.get("copies", ()))
                 if bad:
                     conn.execute(self._quarantine, bad)
                 if forged:
@@ -352,6 +358,8 @@ class Tracker:
                 if why is not None:
                     forged.append(security_event(r, kind, country or "", why))
                     continue
+            if kind == "acks" and kind_of(r.headers) == CHECK:
+                kind = "copies"  # a copy check, never an acknowledgement
             try:
                 parsed.append((r, kind, self._rows(kind, country, r)))
             except UNREADABLE as exc:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from notice_bus.errors import InvalidNotice, SchemaError
+from notice_bus.tracker.copies import copy_row
 from notice_bus.tracker.reconcile import Row
 from notice_bus.tracker.tables import ACK, REQUEST, RESPONSE
 from notice_bus.wire.model import AckStatus, Action, Answer
@@ -37,10 +38,13 @@ FORGED = {"acks": "forged_ack", "responses": "forged_response"}
 
 def rows_of(kind: str, country: str | None, data: dict[str, Any], r: Any) -> list[Row]:
     """The rows of record ``r`` of a ``kind`` topic ("notices", "acks", "responses",
-    "decisions") of ``country``, decoded as ``data``."""
+    "decisions") of ``country``, decoded as ``data``; kind "copies" for a bureau's copy check
+    on its acks topic (:mod:`notice_bus.tracker.copies`)."""
     broker_at = datetime.fromtimestamp(r.timestamp / 1000, UTC)
     if kind == "decisions":
         return [_decision(country, data, broker_at)]
+    if kind == "copies":
+        return [copy_row(country, data, broker_at)]
     if kind == "notices":  # the projection: what was sent, not the person
         _notice_id(data["notice_id"])
         _version(data["version"], low=1)

@@ -1,6 +1,6 @@
 """The tracker's store: what HQ sent, every acknowledgement and answer, HQ's decisions on the
-bureaus' requests, consumer-group samples, incidents, reminders sent, quarantined records and
-security events. Storage types; the wire
+bureaus' requests, the bureaus' copy checks, consumer-group samples, incidents, reminders sent,
+quarantined records and security events. Storage types; the wire
 types are in :mod:`notice_bus.wire.model`."""
 
 from __future__ import annotations
@@ -185,6 +185,33 @@ class RequestDecided(SQLModel, table=True):
     broker_at: datetime = ts_column(nullable=False)
 
 
+class CopyChecked(SQLModel, table=True):
+    """A bureau's check of its national copy against one of HQ's manifests (a ``CopyCheck`` on
+    its acks topic, :mod:`notice_bus.tracker.copies`): one row per check, keyed by country and
+    manifest, so a replay stores nothing twice."""
+
+    __tablename__ = "tracker_copy_check"
+    __table_args__ = (Index("ix_copy_check_country_broker_at", "country", "broker_at"),)
+
+    country: str = Field(primary_key=True, max_length=2)
+    manifest_id: str = Field(primary_key=True, max_length=64)
+    #: The bureau's clock when the check ended, and the broker's when its report arrived.
+    at: datetime = ts_column(nullable=False)
+    broker_at: datetime = ts_column(nullable=False)
+    status: str = Field(max_length=12)  # VERIFIED, DRIFT or UNVERIFIABLE
+    held: int
+    expected: int
+    missing: int = 0
+    extra: int = 0
+    stale: int = 0
+    resurrected: int = 0
+    altered: int = 0
+    mended: int = 0
+    #: Up to 100 differences, JSON: [[notice_id, kind, mended], ...].
+    examples: str = "[]"
+    reason: str | None = None
+
+
 SENT = table_of(SentEvent)
 ACK = table_of(AckEvent)
 RESPONSE = table_of(ResponseEvent)
@@ -194,6 +221,7 @@ REMINDER_SENT = table_of(ReminderSent)
 QUARANTINE = table_of(QuarantinedRecord)
 SECURITY_EVENT = table_of(SecurityEvent)
 REQUEST = table_of(RequestDecided)
+COPY_CHECK = table_of(CopyChecked)
 TRACKER_TABLES = [
     SENT,
     ACK,
@@ -204,6 +232,7 @@ TRACKER_TABLES = [
     QUARANTINE,
     SECURITY_EVENT,
     REQUEST,
+    COPY_CHECK,
 ]
 
-register("tracker", TRACKER_TABLES, head="tracker_0003", baseline="tracker_0001", here=__file__)
+register("tracker", TRACKER_TABLES, head="tracker_0004", baseline="tracker_0001", here=__file__)
