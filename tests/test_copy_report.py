@@ -127,7 +127,8 @@ def test_copy_checks_are_reported_escalated_and_never_acknowledgements(
     bus.pump(lambda: acks_recorded() == 4)
     acks_before = count(engine, ACK)
 
-    send(settings, drift_fr())
+    first = drift_fr()
+    send(settings, first)
     send(settings, verified("DE", "m-de-1"))
     bus.pump(lambda: count(engine, COPY_CHECK) == 2)
 
@@ -199,7 +200,7 @@ def test_copy_checks_are_reported_escalated_and_never_acknowledgements(
         assert opened["manifest_id"] == "m-fr-1" and opened["notices"][0] == "2026/1"
 
         # A replayed check stores nothing twice; an UNVERIFIABLE one leaves the incident open.
-        send(settings, drift_fr())
+        send(settings, first)
         unverifiable = CopyCheck(
             "FR", "m-fr-2", CopyStatus.UNVERIFIABLE, 0, 10, reason="cannot list"
         )
@@ -216,8 +217,9 @@ def test_copy_checks_are_reported_escalated_and_never_acknowledgements(
         assert copy_cell(fr, utcnow()) == "unverif."
         assert escalator.evaluate() == NOTHING
 
-        # A later VERIFIED check: FR is OK again, and the incident closes.
-        send(settings, verified("FR", "m-fr-3"))
+        # A check of the same manifest again (after a mend) is a check of its own: the
+        # latest, VERIFIED. FR is OK again, and the incident closes.
+        send(settings, verified("FR", "m-fr-2"))
         bus.pump(lambda: count(engine, COPY_CHECK) == 4)
         fr = by_country(build_report(engine, settings))["FR"]
         assert (fr.status, fr.copy_status, fr.copy_drift) == (Status.OK, "VERIFIED", {})

@@ -3,6 +3,7 @@ report at the end. It starts its own broker, as the demo does."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +36,9 @@ def test_the_demo_runs_secured_and_every_healthy_country_takes_everything_in(
     assert out.count(": APPROVED by policy:auto_publish_clean") == 3
     assert "TH asked for 2026/90004: HELD, held for a reviewer: A3-HEAD-OF-STATE" in out
     assert "1 (" in out and "A3-HEAD-OF-STATE)" in out  # the report's REQ WAIT for TH
+    # France's damaged copy: found by HQ's manifest, mended, then verified; Germany's verified.
+    assert "DE: copy check (report): VERIFIED" in out
+    assert "FR: copy check (mend): DRIFT" in out and "1 missing, 1 resurrected; 2 mended" in out
+    assert "FR: copy check (report): VERIFIED" in out
+    fr = next(line for line in out.splitlines() if line.startswith("FR "))
+    assert re.search(r" ok \d+", fr), fr  # the report's COPY column: verified, so long ago

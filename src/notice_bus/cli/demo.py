@@ -6,9 +6,11 @@ signature on every notice, a MAC on every acknowledgement. A tracker, and adapte
 countries, each its own bureau writing to its own SQLite file; one adapter is slow and
 one is never started. HQ publishes generated notices, then updates and cancels some. Bureaus
 ask for notices too, through HQ's review service: the clean requests are published at once,
-a political one waits for a reviewer with its finding named. The demo ends with the report,
-in which the slow and the absent country, and the request held at HQ, stand out. The tracker's
-database stays in ``.notice-bus/``, so ``notice-bus report`` shows the same run afterwards.
+a political one waits for a reviewer with its finding named. Then an administrator in France
+damages its copy; HQ's manifest shows it and France's copy check mends it. The demo ends with
+the report, in which the slow and the absent country, and the request held at HQ, stand out.
+The tracker's database stays in ``.notice-bus/``, so ``notice-bus report`` shows the same run
+afterwards.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 
 from notice_bus.bureau.adapter import Adapter
+from notice_bus.bureau.copies import CopyChecker
 from notice_bus.bureau.requests import read_decisions, send_requests
 from notice_bus.bureau.sinks.sink import Sink
 from notice_bus.bureau.sinks.sql import SqlSink
@@ -33,6 +36,7 @@ from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.errors import AuthenticationFailed
 from notice_bus.hq.generate import make_drafts, revise
 from notice_bus.hq.intake import Intake
+from notice_bus.hq.manifest import Manifests
 from notice_bus.hq.publisher import HQ
 from notice_bus.reports.formats import to_table
 from notice_bus.reports.report import CountryReport, Status, build_report
@@ -45,7 +49,7 @@ from notice_bus.tracker.tables import TRACKER_TABLES
 from notice_bus.trust.cluster import init_cluster
 from notice_bus.trust.pki import issue
 from notice_bus.trust.principals import bureau_name
-from notice_bus.wire.model import ACTIVE, NoticeEvent
+from notice_bus.wire.model import ACTIVE, WITHDRAWN, NoticeEvent
 from notice_bus.wire.request import NoticeRequest, RequestStatus
 
 #: How the demo's principals connect: mutual TLS (see :func:`_secured_broker`).
@@ -121,6 +125,7 @@ def run_demo(settings: Settings, *, notices: int = 300) -> int:
         for cc, more in _request(as_).items():
             expected[cc] += more
         _await_quiet(settings, stop)
+        _check_copies(as_, demo_dir)
     finally:
         stop.set()
         for t in threads:
@@ -248,6 +253,50 @@ def _request(as_: Callable[[str], Settings]) -> dict[str, int]:
                     published[target] += target != cc
     _say("a reviewer decides with `notice-bus review list|show|approve|refuse` or the dashboard")
     return published
+
+
+def _check_copies(as_: Callable[[str], Settings], demo_dir: Path) -> None:
+    """France's administrator deletes a notice and a restore brings a cancelled one back; HQ
+    sends manifests, Germany's copy verifies, France's check finds both and mends them."""
+    t = RED_NOTICE
+    engine = make_engine(f"sqlite:///{demo_dir / 'FR'}.db")
+    with engine.begin() as conn:
+        first = select(t.c.notice_id).order_by(t.c.notice_id).limit(1)
+        gone = conn.execute(first.where(t.c.status == ACTIVE)).scalar()
+        back = conn.execute(first.where(t.c.status == WITHDRAWN)).scalar()
+        conn.execute(delete(t).where(t.c.notice_id == gone))
+        conn.execute(update(t).where(t.c.notice_id == back).values(status=ACTIVE))
+    engine.dispose()
+    _say(f"FR: an administrator deleted {gone}; a restore brought cancelled {back} back")
+    with HQ(as_("hq")) as hq:
+        sent = Manifests(hq).publish_all(["DE", "FR"])
+    _say("HQ: manifests sent, " + ", ".join(f"{m.country} {m.count} notices" for m in sent))
+    for cc, repair in (("DE", "report"), ("FR", "mend"), ("FR", "report")):
+        sink = SqlSink(f"sqlite:///{demo_dir / cc}.db")
+        checker = CopyChecker(as_(bureau_name(cc)).with_(repair=repair), cc, sink)
+        try:
+            manifest = checker.latest_manifest()
+            result = None if manifest is None else checker.check_once(manifest)
+        finally:
+            checker.close()
+            sink.close()
+        if result is None:
+            _say(f"{cc}: no manifest on its topic")
+            continue
+        drift = ", ".join(f"{n} {kind}" for kind, n in result.counts.items() if n)
+        _say(
+            f"{cc}: copy check ({repair}): {result.status}, {result.held} held"
+            + (f"; {drift}; {result.mended} mended" if drift else "")
+        )
+    settings = as_("tracker")
+    engine = make_engine(settings.tracker_database_url, TRACKER_TABLES)
+    deadline = time.monotonic() + 20  # until the tracker has the last check, for the report
+    while time.monotonic() < deadline:
+        copies = {r.country: r.copy_status for r in build_report(engine, settings)}
+        if copies.get("FR") == "VERIFIED" and copies.get("DE") == "VERIFIED":
+            break
+        time.sleep(0.5)
+    engine.dispose()
 
 
 def _await_quiet(settings: Settings, stop: threading.Event, timeout_s: float = 120) -> None:

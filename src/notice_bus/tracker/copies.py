@@ -6,8 +6,8 @@ A bureau checks its national copy against each of HQ's manifests and reports a
 the record header ``nb-kind: copy-check`` tells it apart, it carries the bureau's MAC as they
 do (checked by the ingest before anything is read), and it never counts as an
 acknowledgement. Few records, so a plain insert in the batch's transaction, keyed by
-(country, manifest): a replayed check stores nothing twice, and a second check of the same
-manifest keeps the first.
+(country, manifest, the bureau's time of the check): a replayed check stores nothing twice,
+and a check of the same manifest again (after a mend) is stored beside the first.
 
 A country's copy is what its **latest** check says (broker time): VERIFIED, DRIFT (with the
 differences by kind that are still there: those the adapter did not mend) or UNVERIFIABLE.
@@ -86,7 +86,7 @@ def store_checks(conn: Connection, rows: Sequence[Row]) -> None:
     a check already stored is kept as it is."""
     if not rows:
         return
-    unique = {(r[0], r[1]): dict(zip(COPY_COLUMNS, r, strict=True)) for r in reversed(rows)}
+    unique = {(r[0], r[1], r[2]): dict(zip(COPY_COLUMNS, r, strict=True)) for r in reversed(rows)}
     insert = dialect_insert(conn)(COPY_CHECK).on_conflict_do_nothing()
     conn.execute(insert, list(unique.values()))
 

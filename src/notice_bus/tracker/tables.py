@@ -187,8 +187,9 @@ class RequestDecided(SQLModel, table=True):
 
 class CopyChecked(SQLModel, table=True):
     """A bureau's check of its national copy against one of HQ's manifests (a ``CopyCheck`` on
-    its acks topic, :mod:`notice_bus.tracker.copies`): one row per check, keyed by country and
-    manifest, so a replay stores nothing twice."""
+    its acks topic, :mod:`notice_bus.tracker.copies`): one row per check, keyed by country,
+    manifest and the bureau's time of the check, so a replay stores nothing twice and a check
+    of the same manifest again (after a mend) is a row of its own."""
 
     __tablename__ = "tracker_copy_check"
     __table_args__ = (Index("ix_copy_check_country_broker_at", "country", "broker_at"),)
@@ -196,7 +197,7 @@ class CopyChecked(SQLModel, table=True):
     country: str = Field(primary_key=True, max_length=2)
     manifest_id: str = Field(primary_key=True, max_length=64)
     #: The bureau's clock when the check ended, and the broker's when its report arrived.
-    at: datetime = ts_column(nullable=False)
+    at: datetime = ts_column(primary_key=True)
     broker_at: datetime = ts_column(nullable=False)
     status: str = Field(max_length=12)  # VERIFIED, DRIFT or UNVERIFIABLE
     held: int

@@ -1,5 +1,5 @@
 """The bureaus' copy checks, as the tracker reads them from ``acks.CC`` (header ``nb-kind:
-copy-check``): ``tracker_copy_check``, one row per (country, manifest), for the report's copy
+copy-check``): ``tracker_copy_check``, one row per check (country, manifest, the bureau's time), for the report's copy
 status, the escalation of a copy that drifted and the metrics.
 
 A new table only: the previous release's tracker never reads or writes it, so it is safe to
@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("mended", sa.Integer(), nullable=False),
         sa.Column("examples", sa.String(), nullable=False),
         sa.Column("reason", sa.String(), nullable=True),
-        sa.PrimaryKeyConstraint("country", "manifest_id"),
+        sa.PrimaryKeyConstraint("country", "manifest_id", "at"),
     )
     op.create_index(INDEX, TABLE, ["country", "broker_at"], unique=False)
 
