@@ -1,6 +1,6 @@
 """The bureaus' copy checks, as the tracker reads them from ``acks.CC`` (header ``nb-kind:
-copy-check``): ``tracker_copy_check``, one row per check (country, manifest, the bureau's time), for the report's copy
-status, the escalation of a copy that drifted and the metrics.
+copy-check``): ``tracker_copy_check``, one row per check (country, manifest, the bureau's
+time), for the report's copy status, the escalation of a copy that drifted and the metrics.
 
 A new table only: the previous release's tracker never reads or writes it, so it is safe to
 apply on start.
