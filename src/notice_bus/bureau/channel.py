@@ -140,8 +140,7 @@ def respond(
     codec = AvroCodec(load_schema("response"), KafkaSchemaStore(settings))
     connecting(settings)
     try:
-        config = kafka_config(settings, "notice-bus-respond", producer=True)
-        producer = KafkaProducer(**config, acks="all")
+        producer = KafkaProducer(**kafka_config(settings, "notice-bus-respond", producer=True))
     except KafkaError as exc:
         raise unreachable(settings, exc) from exc
     try:

@@ -46,8 +46,9 @@ def open_clients(
         raise unreachable(settings, exc) from exc
     if producer is None:
         try:
-            config = kafka_config(settings, client_id, producer=True)
-            producer = KafkaProducer(**config, linger_ms=5)
+            producer = KafkaProducer(
+                **kafka_config(settings, client_id, producer=True), linger_ms=5
+            )
         except KafkaError as exc:
             consumer.close()  # not left running while a service tries again
             raise unreachable(settings, exc) from exc

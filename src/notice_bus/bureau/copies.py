@@ -300,7 +300,7 @@ class CopyChecker:
             connecting(self.settings)
             try:
                 config = kafka_config(self.settings, "notice-bus-copy-check", producer=True)
-                self._producer = KafkaProducer(**config, acks="all")
+                self._producer = KafkaProducer(**config)
             except KafkaError as exc:
                 raise unreachable(self.settings, exc) from exc
         try:

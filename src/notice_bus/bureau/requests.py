@@ -81,9 +81,7 @@ class RequestSender:
         connecting(settings)
         try:
             self._producer = KafkaProducer(
-                **kafka_config(settings, "notice-bus-request", producer=True),
-                enable_idempotence=True,
-                acks="all",
+                **kafka_config(settings, "notice-bus-request", producer=True)
             )
         except KafkaError as exc:
             raise unreachable(settings, exc) from exc

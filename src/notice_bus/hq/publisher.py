@@ -337,9 +337,7 @@ class HQ:
             if self._producer is None:
                 self._signer = hq_signer(self.settings)  # the keyring published first
                 self._producer = KafkaProducer(
-                    enable_idempotence=True,  # a retried send is written once
-                    acks="all",
-                    **kafka_config(self.settings, "notice-bus-hq", producer=True),
+                    **kafka_config(self.settings, "notice-bus-hq", producer=True),  # idempotent
                     linger_ms=5,
                 )
             producer, signer = self._producer, self._signer

@@ -8,8 +8,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from kafka import KafkaAdminClient
@@ -25,6 +26,12 @@ log = logging.getLogger("notice_bus.kafka")
 _T = TypeVar("_T")
 
 
+#: What every producer sends with (see :func:`kafka_config`).
+PRODUCER_DURABILITY: Mapping[str, Any] = MappingProxyType(
+    {"acks": "all", "enable_idempotence": True}
+)
+
+
 def kafka_config(settings: Settings, client_id: str, *, producer: bool = False) -> dict[str, Any]:
     """Options shared by every Kafka client we create; ``producer`` adds a producer's own.
 
@@ -33,7 +40,14 @@ def kafka_config(settings: Settings, client_id: str, *, producer: bool = False) 
     default was the silent wait of every command without a broker), and how long a
     producer's ``send`` may block for metadata or buffer room (``max_block_ms``). Request
     time-outs keep kafka-python's defaults: a consumer's group join and a creation of
-    hundreds of topics may take longer than a connection should."""
+    hundreds of topics may take longer than a connection should.
+
+    Every producer is idempotent and waits for every in-sync replica (``acks="all"``): with
+    the topics' ``min.insync.replicas`` a write is acknowledged only once it survives a
+    broker's loss, and a send retried across a leader change is written once. kafka-python 3
+    defaults to both, but silently drops idempotence when a caller passes a conflicting
+    option; said here, explicitly, such a conflict raises instead. Callers take them from
+    here, and tests/test_producers.py holds every producer in ``src`` to that."""
     timeout_ms = int(settings.broker_timeout_s * 1000)
     config: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers.split(","),
@@ -42,6 +56,7 @@ def kafka_config(settings: Settings, client_id: str, *, producer: bool = False) 
     }
     if producer:
         config["max_block_ms"] = timeout_ms
+        config |= PRODUCER_DURABILITY
     config |= security_config(settings)
     if settings.secured:
         from notice_bus.runtime.identity import check_identity

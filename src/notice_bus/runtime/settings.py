@@ -40,7 +40,12 @@ class Settings:
     #: Prepended to every topic name; lets several deployments (or tests) share one cluster.
     topic_prefix: str = ""
     partitions: int = 3
-    replication_factor: int = 1
+    #: Copies of every partition of the topics ``topics init`` creates: 0 is automatic,
+    #: ``min(3, brokers)`` with the brokers counted at creation; a positive number is used as
+    #: is. A write is acknowledged once ``min_insync_replicas`` copies have it (0: automatic, 2
+    #: with 3 copies or more, else 1): on three brokers, losing one loses no acknowledged write.
+    replication_factor: int = 0
+    min_insync_replicas: int = 0
     hq_database_url: str = f"sqlite:///{STATE_DIR}/hq.db"
     tracker_database_url: str = f"sqlite:///{STATE_DIR}/tracker.db"
     #: A database shared by every host of the adapters (PostgreSQL; ``{country}`` stands for
@@ -122,6 +127,18 @@ class Settings:
     repair: str = "report"
 
     def __post_init__(self) -> None:
+        for name in ("replication_factor", "min_insync_replicas"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"setting {name!r} must be 0 (automatic) or a positive number,"
+                    f" got {getattr(self, name)!r}"
+                )
+        if 0 < self.replication_factor < self.min_insync_replicas:
+            raise ConfigError(
+                f"setting 'min_insync_replicas' ({self.min_insync_replicas}) cannot exceed"
+                f" 'replication_factor' ({self.replication_factor}): no write could be"
+                " acknowledged"
+            )
         if not 0 < self.broker_timeout_s < math.inf:
             raise ConfigError(
                 f"setting 'broker_timeout_s' must be a positive number of seconds,"

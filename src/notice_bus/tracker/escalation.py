@@ -338,8 +338,7 @@ class Escalator:
         try:
             if self._producer is None:
                 self._producer = KafkaProducer(
-                    **kafka_config(self.settings, "notice-bus-escalation", producer=True),
-                    acks="all",
+                    **kafka_config(self.settings, "notice-bus-escalation", producer=True)
                 )
             if self._codec is None:
                 store = (

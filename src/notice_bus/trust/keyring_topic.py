@@ -37,11 +37,7 @@ def publish_keyring(settings: Settings, document: bytes, root: Ed25519PublicKey)
     """Put ``document`` (a keyring file's bytes) on the topic, after checking that ``root``
     signed it; returns the keyring."""
     keyring = Keyring.from_bytes(document, root)
-    producer = KafkaProducer(
-        **kafka_config(settings, "notice-bus-keyring", producer=True),
-        acks="all",
-        enable_idempotence=True,
-    )
+    producer = KafkaProducer(**kafka_config(settings, "notice-bus-keyring", producer=True))
     topic = TopicNames(settings.topic_prefix).keyring
     key = f"v{keyring.version:08d}".encode()
     try:

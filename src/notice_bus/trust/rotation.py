@@ -59,11 +59,7 @@ def resign(settings: Settings, signer: Signer, kid: str) -> int:
         return 0
     try:
         consumer = KafkaConsumer(**kafka_config(settings, "notice-bus-resign"))
-        producer = KafkaProducer(
-            **kafka_config(settings, "notice-bus-resign", producer=True),
-            acks="all",
-            enable_idempotence=True,
-        )
+        producer = KafkaProducer(**kafka_config(settings, "notice-bus-resign", producer=True))
     except KafkaError as exc:
         raise BrokerUnavailable(f"signing again: {explain(exc)}") from exc
     try:

@@ -26,6 +26,8 @@ from notice_bus.runtime.settings import Settings
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
+#: Copies of each partition ``replication_factor = 0`` asks for, where there are brokers enough.
+_AUTO_REPLICAS = 3
 KINDS = (
     "notices", "acks", "dlq", "responses", "reminders", "requests", "decisions", "manifests",
 )  # fmt: skip
@@ -96,38 +98,67 @@ def parse_countries(text: str | Iterable[str]) -> list[str]:
     return out
 
 
-def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
-    """Create the topics of ``countries`` and the schema topic; returns the ones it created.
+def expected_replication(brokers: int, settings: Settings) -> tuple[int, int]:
+    """The replication factor and ``min.insync.replicas`` of the topics ``topics init``
+    creates on a cluster of ``brokers`` brokers: the settings' where they are positive, else
+    ``min(3, brokers)`` copies, of which 2 must have a write when there are 3 or more (1
+    otherwise). ConfigError for more copies than brokers, or more in-sync copies than copies."""
+    rf = settings.replication_factor or min(_AUTO_REPLICAS, brokers)
+    if rf > brokers:
+        raise ConfigError(
+            f"setting replication_factor is {rf} but the cluster at {settings.bootstrap_servers}"
+            f" has {brokers} broker(s): set NOTICE_BUS_REPLICATION_FACTOR to {brokers} or less,"
+            " or to 0 for min(3, brokers)"
+        )
+    min_isr = settings.min_insync_replicas or (2 if rf >= _AUTO_REPLICAS else 1)
+    if min_isr > rf:
+        raise ConfigError(
+            f"setting min_insync_replicas is {min_isr} but topics get {rf} replica(s):"
+            " no write could be acknowledged; set NOTICE_BUS_MIN_INSYNC_REPLICAS to"
+            f" {rf} or less, or to 0 for automatic"
+        )
+    return rf, min_isr
 
-    Idempotent: topics that exist are left as they are.
-    """
+
+def durability_configs(min_isr: int) -> dict[str, str]:
+    """The topic configs every topic we create gets: how many copies must have a write
+    before it is acknowledged (producers send with acks=all), and no out-of-date replica
+    ever elected leader (which would drop acknowledged writes)."""
+    return {"min.insync.replicas": str(min_isr), "unclean.leader.election.enable": "false"}
+
+
+def count_brokers(settings: Settings, admin: Any) -> int:
+    """The brokers of the cluster ``admin`` is connected to that can hold replicas (fenced
+    ones left out)."""
+    try:
+        cluster = retry_transient(settings, "describing the cluster", admin.describe_cluster)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"describing the cluster failed: {explain(exc)}") from exc
+    brokers = [b for b in cluster.get("brokers", []) if not b.get("is_fenced", False)]
+    if not brokers:
+        raise BrokerUnavailable(
+            f"the cluster at {settings.bootstrap_servers} reports no broker able to hold replicas"
+        )
+    return len(brokers)
+
+
+def _topic_specs(settings: Settings, countries: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Every topic of ``countries`` and the shared ones: partitions and topic configs."""
     names = TopicNames(settings.topic_prefix)
-    rf = settings.replication_factor
+    compact = {"cleanup.policy": "compact"}
     wanted: dict[str, dict[str, Any]] = {
-        names.schemas: {
-            "num_partitions": 1,
-            "replication_factor": rf,
-            "configs": {"cleanup.policy": "compact"},
-        },
-        names.keyring: {
-            "num_partitions": 1,
-            "replication_factor": rf,
-            "configs": {"cleanup.policy": "compact"},
-        },
+        names.schemas: {"num_partitions": 1, "configs": dict(compact)},
+        names.keyring: {"num_partitions": 1, "configs": dict(compact)},
     }
     for cc in countries:
         # LogAppendTime: the broker's clock, not a bureau's, dates what arrives.
         common = {"message.timestamp.type": "LogAppendTime"}
+        month = {**common, "retention.ms": _MONTH_MS}
         wanted[names.notices(cc)] = {
             "num_partitions": settings.partitions,
-            "replication_factor": rf,
-            "configs": {**common, "cleanup.policy": "compact"},
+            "configs": {**common, **compact},
         }
-        wanted[names.acks(cc)] = {
-            "num_partitions": settings.partitions,
-            "replication_factor": rf,
-            "configs": {**common, "retention.ms": _MONTH_MS},
-        }
+        wanted[names.acks(cc)] = {"num_partitions": settings.partitions, "configs": dict(month)}
         for topic in (
             names.responses(cc),
             names.reminders(cc),
@@ -135,21 +166,29 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
             names.decisions(cc),
             names.manifests(cc),
         ):
-            wanted[topic] = {
-                "num_partitions": 1,
-                "replication_factor": rf,
-                "configs": {**common, "retention.ms": _MONTH_MS},
-            }
-        wanted[names.dead_letters(cc)] = {
-            "num_partitions": 1,
-            "replication_factor": rf,
-            "configs": {"retention.ms": "-1"},
-        }  # parked records wait for a human
+            wanted[topic] = {"num_partitions": 1, "configs": dict(month)}
+        # parked records wait for a human
+        wanted[names.dead_letters(cc)] = {"num_partitions": 1, "configs": {"retention.ms": "-1"}}
+    return wanted
+
+
+def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
+    """Create the topics of ``countries`` and the schema topic; returns the ones it created.
+
+    Each gets the replication of :func:`expected_replication` for the cluster's brokers and
+    the :func:`durability_configs`. Idempotent: topics that exist are left as they are (their
+    replication too; the brokers are counted only when a topic is to be created).
+    """
+    wanted = _topic_specs(settings, countries)
     admin = admin_client(settings)
     try:
         existing = set(retry_transient(settings, "listing topics", admin.list_topics))
         missing = {t: spec for t, spec in wanted.items() if t not in existing}
         if missing:
+            rf, min_isr = expected_replication(count_brokers(settings, admin), settings)
+            for spec in missing.values():
+                spec["replication_factor"] = rf
+                spec["configs"] |= durability_configs(min_isr)
             result = admin.create_topics(missing, raise_errors=False, wait_for_metadata=True)
             for topic in result["topics"]:
                 if topic["error_code"] not in (0, _TOPIC_EXISTS):
