@@ -29,7 +29,7 @@ def test_the_broker_certificate_names_the_hosts_it_is_reached_by(tmp_path: Path)
     server = tmp_path / "broker" / "server.pem"
     issue(tmp_path)
     assert names_in(server) == {"localhost", "127.0.0.1"}
-    # compose.yaml's broker is reached as kafka: the certificate is issued again to name it.
+    # A broker reached as kafka (say): the certificate is issued again to name it.
     assert server in issue(tmp_path, broker_names=["kafka", "10.0.0.7"])
     assert names_in(server) == {"localhost", "127.0.0.1", "kafka", "10.0.0.7"}
     assert issue(tmp_path, broker_names=["kafka"]) == []
