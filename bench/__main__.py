@@ -1,9 +1,17 @@
 """`make bench`: every benchmark, its figures printed and merged into bench/results.json.
 
 Sizes come from the environment so a quick look is possible (BENCH_NOTICES=60 make bench),
-and BENCH_ONLY=ingest|propagation|review|security|report runs one part (security: the plain
-196-country run and the secured one; review: a bureau's request beside HQ's publish); the
-defaults are the ones the figures in README.md were measured with.
+and BENCH_ONLY=<part> runs one part. The parts, in the order of a full run:
+
+    ingest       a late country's bootstrap of 58,000 notices, and the tracker's ingest
+    propagation  HQ's publish -> RECORDED, at 1 to 196 countries (SQLite too), and a baseline
+    review       a bureau's request beside HQ's publish, at 196 countries
+    copies       copy verification: an identical copy of 58,000 notices verified (time, bytes
+                 on the wire), then 100 differences found and mended (bench/copies_bench.py)
+    security     the plain 196-country run and the same on a secured broker
+    report       `notice-bus report` over 1,000,000 acknowledgement rows
+
+The defaults are the ones the figures in README.md were measured with.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from bench import ingest, report_bench, review_bench
+from bench import copies_bench, ingest, report_bench, review_bench
 from bench.cluster import Cluster, handshakes, plain_cluster, secured_cluster
 from bench.common import postgres, record, say
 from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
@@ -215,7 +223,7 @@ def main() -> None:
     only = os.environ.get("BENCH_ONLY", "")
     with postgres() as pg_url:
         plain: RunResult | None = None
-        if only in ("", "ingest", "propagation", "review", "security"):
+        if only in ("", "ingest", "propagation", "review", "copies", "security"):
             with plain_cluster(tmp) as cluster:
                 if only in ("", "ingest"):
                     say("bulk paths on PostgreSQL:")
@@ -225,7 +233,9 @@ def main() -> None:
                     plain = propagation(cluster, pg_url, tmp)
                 if only in ("", "review"):
                     review(cluster, pg_url, tmp)
-                elif only == "security":
+                if only in ("", "copies"):
+                    record(copies_bench.copies(cluster, pg_url, tmp))
+                if only == "security":
                     plain = world196(cluster, pg_url, tmp)
         if plain is not None and only in ("", "security"):
             secured(plain, pg_url, tmp)

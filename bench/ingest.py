@@ -19,6 +19,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.model import Ack, AckStatus, Action, NoticeEvent, utcnow
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames, init_topics
+from notice_bus.wire.validation import Draft
 
 CORPUS = 58_000
 
@@ -62,6 +64,49 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
+def hq_corpus(hq: HQ, count: int = CORPUS) -> list[Draft]:
+    """Put ``count`` generated active notices (every one a broadcast) in ``hq``'s records,
+    sent nowhere yet (``relay=False``): a country that joins later gets them by
+    ``HQ.bootstrap``. Returns the drafts."""
+    started = time.monotonic()
+    drafts = make_drafts(count, first_number=100000)
+    for i in range(0, count, 2000):
+        hq.publish(drafts[i : i + 2000], relay=False)
+    say(f"  HQ holds {count:,} active notices ({time.monotonic() - started:.0f} s)")
+    return drafts
+
+
+def load_copy(
+    settings: Settings,
+    country: str,
+    url: str,
+    done: Callable[[sa.Connection], bool],
+    *,
+    hub: str | None = None,
+) -> float:
+    """Run ``country``'s adapter (a thread of this process) into the database at ``url``
+    until ``done`` says so of the copy (asked every 0.25 s); the seconds that took. ``hub``:
+    a consumer group of its own, for a second copy from the same topic."""
+    adapter = Adapter(settings.with_(batch_size=2000), {country: SqlSink(url)}, hub=hub)
+    stop = threading.Event()
+    began = time.monotonic()
+    thread = threading.Thread(target=adapter.run, args=(stop,), daemon=True)
+    thread.start()
+    watch = make_engine(url)  # one connection, polled: the adapter shares the CPU with it
+    try:
+        with watch.connect() as conn:
+            while not done(conn):
+                conn.rollback()
+                if not thread.is_alive():
+                    raise RuntimeError(f"{country}'s adapter stopped before its copy was loaded")
+                time.sleep(0.25)
+        return time.monotonic() - began
+    finally:
+        watch.dispose()
+        stop.set()
+        thread.join(60)
+
+
 def bootstrap(bootstrap_servers: str, pg_url: str, tmp: Path) -> dict[str, Any]:
     settings = Settings(
         bootstrap_servers=bootstrap_servers,
@@ -70,12 +115,8 @@ def bootstrap(bootstrap_servers: str, pg_url: str, tmp: Path) -> dict[str, Any]:
         hq_database_url=f"sqlite:///{tmp}/hq-boot.db",
     )
     init_topics(settings, [])  # no country yet: HQ only records the notices
-    started = time.monotonic()
-    drafts = make_drafts(CORPUS, first_number=100000)
     with HQ(settings) as hq:
-        for i in range(0, CORPUS, 2000):
-            hq.publish(drafts[i : i + 2000], relay=False)
-        say(f"  HQ holds {CORPUS:,} active notices ({time.monotonic() - started:.0f} s)")
+        hq_corpus(hq)
         init_topics(settings, ["ZZ"])
         sent_at = time.monotonic()
         queued = hq.bootstrap("ZZ")
@@ -83,21 +124,8 @@ def bootstrap(bootstrap_servers: str, pg_url: str, tmp: Path) -> dict[str, Any]:
     say(f"  HQ sent {queued:,} notices to ZZ in {send_s:.1f} s ({queued / send_s:,.0f}/s)")
 
     url = new_database(pg_url, f"boot_{uuid.uuid4().hex[:6]}")
-    adapter = Adapter(settings.with_(batch_size=2000), {"ZZ": SqlSink(url)})
-    stop = threading.Event()
-    began = time.monotonic()
-    thread = threading.Thread(target=adapter.run, args=(stop,), daemon=True)
-    thread.start()
-    watch = make_engine(url)  # one connection, polled: the adapter shares the CPU with it
-    with watch.connect() as conn:
-        count = sa.text("SELECT count(*) FROM red_notice")
-        while conn.execute(count).scalar_one() < queued:
-            conn.rollback()
-            time.sleep(0.25)
-    watch.dispose()
-    ours = time.monotonic() - began
-    stop.set()
-    thread.join(60)
+    count = sa.text("SELECT count(*) FROM red_notice")
+    ours = load_copy(settings, "ZZ", url, lambda conn: conn.execute(count).scalar_one() >= queued)
 
     base_url = new_database(pg_url, f"base_{uuid.uuid4().hex[:6]}")
     make_engine(base_url, LOCAL_TABLES).dispose()

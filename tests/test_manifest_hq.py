@@ -1,14 +1,16 @@
 """HQ's side of copy verification, on the real broker: the manifest HQ computes for a country
 is, byte for byte, the digest of what the country's real adapter wrote into its SQL copy after
 publications, updates, retargetings and cancels; a bureau's query is answered with the
-buckets' entries; ``notice-bus verify`` sends manifests; and HQ computes a manifest of 58,000
-notices in about a second (SQLite and PostgreSQL).
+buckets' entries; ``notice-bus verify`` sends manifests; HQ computes a manifest of 58,000
+notices in about a second (SQLite and PostgreSQL); and an identical copy of 58,000 notices is
+verified with two records (the manifest, the report) under 64 KiB.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from notice_bus.bureau.copies import CopyChecker
+from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.cli import main
 from notice_bus.hq.intake import Intake
@@ -28,20 +32,22 @@ from notice_bus.runtime.settings import Settings
 from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.digest import CONTENT_FIELDS, Digest, Entry, bucket_of, content_hash
 from notice_bus.wire.manifest import (
+    CHECK,
     DETAILS,
     MANIFEST,
     QUERY,
+    CopyStatus,
     Manifest,
     ManifestDetails,
     ManifestQuery,
     kind_header,
     kind_of,
 )
-from notice_bus.wire.model import ACTIVE, WITHDRAWN
+from notice_bus.wire.model import ACTIVE, WITHDRAWN, Action
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
-from tests.factories import draft
+from tests.factories import PERSON, draft, event
 
 COUNTRIES = ["DE", "FR", "TH"]
 
@@ -296,3 +302,65 @@ def test_hq_manifests_class_uses_its_hq(make_bus: Callable[..., Bus]) -> None:
     manifests = Manifests(bus.hq)
     [m] = manifests.publish_all()
     assert (m.country, m.count, m.digest) == ("DE", 0, Digest([]).to_bytes())
+
+
+def test_an_identical_copy_of_58000_notices_verifies_in_under_64_kib(
+    make_bus: Callable[..., Bus], tmp_path: Path
+) -> None:
+    """The issue's bound: HQ's manifest and the bureau's report, the only records an identical
+    copy costs, total under 64 KiB at today's corpus; no query is sent."""
+    bus = make_bus(["FR"])
+    names = TopicNames(bus.settings.topic_prefix)
+    now = datetime.now(UTC)
+    persons = [replace(PERSON, weight=60.0 + k) for k in range(40)]
+    avros = [p.to_avro() for p in persons]
+    notices, outbox, events = [], [], []
+    for i in range(58_000):
+        withdrawn = i % 17 == 0  # cancelled after FR had it
+        notices.append(
+            {
+                "notice_id": f"2026/{i}",
+                "version": 2 if withdrawn else 1,
+                "status": WITHDRAWN if withdrawn else ACTIVE,
+                "requesting_country": "RU",
+                "target_countries": [],
+                "person": avros[i % 40],
+                "updated_at": now,
+            }
+        )
+        outbox.append(
+            {"topic": names.notices("FR"), "key": f"2026/{i}", "payload": b"x", "created_at": now}
+        )
+        events.append(
+            event(f"2026/{i}", 2, Action.CANCEL, reason="arrested")
+            if withdrawn
+            else event(f"2026/{i}", person=persons[i % 40])
+        )
+    with bus.hq.engine.begin() as conn:
+        for i in range(0, len(notices), 5000):
+            conn.execute(sa.insert(HQ_NOTICE), notices[i : i + 5000])
+            conn.execute(sa.insert(OUTBOX), outbox[i : i + 5000])
+    copy = SqlSink(f"sqlite:///{tmp_path}/fr.db")  # FR's copy, written as HQ sent it
+    copy.force(events)
+    checker = CopyChecker(bus.settings, "FR", copy)
+    try:
+        [sent] = Manifests(bus.hq).publish_all(["FR"])
+        manifest = checker.latest_manifest()
+        assert manifest == sent and manifest.count == 58_000
+        result = checker.check_once(manifest)
+    finally:
+        checker.close()
+        copy.close()
+    assert result.status is CopyStatus.VERIFIED, result
+    assert (result.held, result.expected) == (58_000, 58_000)
+    records = [
+        r
+        for topic in (names.manifests("FR"), names.requests("FR"), names.acks("FR"))
+        for r in read_topic(bus.settings, topic)
+    ]
+    assert [kind_of(r.headers) for r in records] == [MANIFEST, CHECK]  # no query, no details
+    size = sum(
+        len(r.key or b"") + len(r.value or b"") + sum(len(k) + len(v) for k, v in r.headers)
+        for r in records
+    )
+    assert size < 64 * 1024, size
