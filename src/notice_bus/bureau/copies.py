@@ -38,7 +38,6 @@ A check right after HQ published may count notices still in flight as missing or
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -48,8 +47,9 @@ from typing import Any
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
+from notice_bus.bureau.compacted import latest_events
 from notice_bus.bureau.sinks.sink import Sink
-from notice_bus.errors import BrokerUnavailable, InvalidNotice, NoticeBusError, SchemaError
+from notice_bus.errors import BrokerUnavailable, NoticeBusError, SchemaError
 from notice_bus.runtime.kafka import connecting, explain, kafka_config, unreachable
 from notice_bus.runtime.settings import Settings
 from notice_bus.trust.ack_mac import signer_for
@@ -75,10 +75,9 @@ from notice_bus.wire.manifest import (
     kind_header,
     kind_of,
 )
-from notice_bus.wire.model import ACTIVE, NOT_ADDRESSED, WITHDRAWN, Action, NoticeEvent
+from notice_bus.wire.model import ACTIVE, WITHDRAWN, Action, NoticeEvent
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
-from notice_bus.wire.validation import validate_event
 
 log = logging.getLogger("notice_bus.copies")
 #: Asks HQ for the entries of some buckets of a manifest; returns those it got in time.
@@ -240,51 +239,8 @@ class CopyChecker:
 
     def latest_events(self, ids: Iterable[str]) -> dict[str, NoticeEvent]:
         """The latest event of each of ``ids`` on the compacted ``notices.CC``, as the adapter
-        would take it in; records failing HQ's signature or validation are skipped."""
-        wanted = set(ids)
-        topic = self.names.notices(self.country)
-        codec = AvroCodec(load_schema("notice_event"), self._store)
-        out: dict[str, NoticeEvent] = {}
-        consumer = self._consumer("notice-bus-copy-mend")
-        try:
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-            ends = consumer.end_offsets(parts)
-            deadline = time.monotonic() + max(60.0, self.settings.broker_timeout_s * 6)
-            while any(consumer.position(tp) < ends[tp] for tp in parts):
-                if time.monotonic() > deadline:
-                    raise BrokerUnavailable(f"{topic} not read to its end in time")
-                for records in consumer.poll(timeout_ms=500).values():
-                    for r in records:
-                        event = self._event(codec, r, wanted)
-                        if event is not None:
-                            held = out.get(event.notice_id)
-                            if held is None or held.version < event.version:
-                                out[event.notice_id] = event
-        except KafkaError as exc:
-            raise BrokerUnavailable(f"reading {topic}: {explain(exc)}") from exc
-        finally:
-            consumer.close()
-        return out
-
-    def _event(self, codec: AvroCodec, record: Any, wanted: set[str]) -> NoticeEvent | None:
-        if record.key is None or record.value is None or record.key.decode() not in wanted:
-            return None
-        if self._checker is not None and (problem := self._checker.problem(record)):
-            log.error("%s@%d: not signed by HQ, not used: %s", record.topic, record.offset, problem)
-            return None
-        try:
-            event = NoticeEvent.from_avro(codec.decode(record.value))
-            validate_event(event)
-        except (SchemaError, InvalidNotice, KeyError, ValueError, TypeError) as exc:
-            log.error("%s@%d: unreadable, not used: %s", record.topic, record.offset, exc)
-            return None
-        if event.action is Action.CANCEL or event.targets(self.country):
-            return event
-        if event.action is Action.PUBLISH:
-            return None  # never addressed here
-        return dataclasses.replace(event, action=Action.CANCEL, person=None, reason=NOT_ADDRESSED)
+        would take it in (:func:`~notice_bus.bureau.compacted.latest_events`)."""
+        return latest_events(self.settings, self.country, ids, self._store, self._checker)
 
     # -- Kafka -------------------------------------------------------------------------------
 
