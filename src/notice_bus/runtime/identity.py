@@ -155,10 +155,10 @@ def _closed_by_broker(exc: BaseException) -> bool:
 def closed_on(settings: Settings, closes: int) -> AuthenticationFailed:
     """The refusal a broker says by closing every new connection while it is set up."""
     return AuthenticationFailed(
-        f"Kafka at {settings.bootstrap_servers} closed {closes} connections in a row from"
-        f" {identity_of(settings)} while they were being set up: it does not accept these"
-        " credentials (a wrong password, a user it does not know or has revoked, a"
-        " certificate it does not trust)"
+        f"Kafka at {settings.bootstrap_servers} refused {identity_of(settings)}: it closed"
+        f" {closes} connections in a row from it while they were being set up, so it does not"
+        " accept these credentials (a wrong password, a user it does not know or has revoked,"
+        " a certificate it does not trust)"
     )
 
 
