@@ -4,7 +4,8 @@ Kafka: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else testcontainers' Kafka (KRaft) if
 answers, else a local single-node broker started from the official jars.
 PostgreSQL: ``NOTICE_BUS_TEST_DATABASE_URL`` if set, else testcontainers' PostgreSQL if Docker
 answers, else a throwaway cluster from the local binaries. Every test gets its own topic prefix
-(so its own topics and consumer groups) and its own databases.
+(so its own topics and consumer groups) and its own databases. A module that asks for
+``kafka_cluster`` gets a three-node cluster of its own, which its tests may kill nodes of.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from notice_bus.bureau.adapter import Adapter
 from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.local_cluster import LocalCluster
 from notice_bus.runtime.settings import Settings
 from notice_bus.tracker.ingest import Tracker
 from notice_bus.wire.topics import init_topics
@@ -92,11 +94,30 @@ def new_postgres_db(postgres_server: str) -> Callable[[], str]:
     admin.dispose()
 
 
+@pytest.fixture(scope="module")
+def kafka_cluster() -> Iterator[LocalCluster]:
+    """A local three-node cluster (a KRaft quorum of three, topics with three replicas of which
+    a write needs two), started once for the module and stopped after it. Always ours, never
+    an external one: the tests kill and restart its nodes."""
+    with LocalCluster() as cluster:
+        yield cluster
+
+
 @pytest.fixture
 def settings(kafka_bootstrap: str, tmp_path: Path) -> Settings:
     """Settings for one test: its own topics, consumer groups and SQLite files."""
+    return settings_on(kafka_bootstrap, tmp_path)
+
+
+@pytest.fixture
+def cluster_settings(kafka_cluster: LocalCluster, tmp_path: Path) -> Settings:
+    """As ``settings``, on the module's cluster."""
+    return settings_on(kafka_cluster.bootstrap_servers, tmp_path)
+
+
+def settings_on(bootstrap_servers: str, tmp_path: Path) -> Settings:
     return Settings(
-        bootstrap_servers=kafka_bootstrap,
+        bootstrap_servers=bootstrap_servers,
         topic_prefix=f"t{uuid.uuid4().hex[:8]}.",
         hq_database_url=f"sqlite:///{tmp_path}/hq.db",
         tracker_database_url=f"sqlite:///{tmp_path}/tracker.db",

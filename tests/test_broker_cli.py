@@ -1,18 +1,25 @@
-"""``notice-bus broker --data DIR`` as a user runs it: stopped, started again, the same broker."""
+"""``notice-bus broker --data DIR`` as a user runs it: stopped, started again, the same broker;
+and the same with ``--brokers 3``, a cluster."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from kafka import KafkaConsumer
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
 
+from notice_bus.cli import main
+from notice_bus.cli.exit_codes import EX_CONFIG
+from notice_bus.errors import ConfigError
 from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.local_broker import LocalBroker, free_port
+from notice_bus.runtime.local_cluster import LocalCluster
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.topics import TopicNames, init_topics, registered_countries
 from tests.factories import draft
@@ -130,3 +137,71 @@ def test_the_port_is_kept_with_the_data_unless_one_is_given(tmp_path: Path) -> N
         "#\nnode.id=1\ndirectory.id=x\nversion=1\ncluster.id=Lp1ITsbTQ5eI6dDkxGwnMw\n"
     )
     assert LocalBroker(tmp_path).cluster_id == "Lp1ITsbTQ5eI6dDkxGwnMw"
+
+
+def test_a_cluster_of_three_comes_back_on_its_data(tmp_path: Path) -> None:
+    data = tmp_path / "cluster"
+    first = start_broker(["--brokers", "3", "--data", str(data)], tmp_path / "1.log", tmp_path)
+    try:
+        found = re.search(r"KAFKA_BOOTSTRAP_SERVERS=(\S+)", (tmp_path / "1.log").read_text())
+        assert found is not None
+        servers = found.group(1)
+        addresses = servers.split(",")
+        assert len(set(addresses)) == 3 and all(a.startswith("127.0.0.1:") for a in addresses)
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        try:
+            assert len(admin.describe_cluster()["brokers"]) == 3
+            admin.create_topics({"kept": {"num_partitions": 2}}, wait_for_metadata=True)
+        finally:
+            admin.close()
+    finally:
+        assert stop_broker(first, signal.SIGINT) == 0
+    assert sorted(p.name for p in data.glob("node-*")) == ["node-1", "node-2", "node-3"]
+
+    again = start_broker(["--brokers", "3", "--data", str(data)], tmp_path / "2.log", tmp_path)
+    try:
+        log = (tmp_path / "2.log").read_text()
+        assert f"KAFKA_BOOTSTRAP_SERVERS={servers}" in log and "cluster of 3 brokers" in log
+        assert "again" in log
+        admin = KafkaAdminClient(bootstrap_servers=servers)
+        try:
+            (kept,) = admin.describe_topics(["kept"])
+            assert [len(p["replica_nodes"]) for p in kept["partitions"]] == [3, 3]
+        finally:
+            admin.close()
+    finally:
+        assert stop_broker(again, signal.SIGTERM) == 0
+
+
+def test_a_cluster_is_three_to_five_brokers_on_a_folder_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No Java needed: what is refused before anything starts, and the ports a cluster's
+    nodes are given and keep."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["broker", "--brokers", "2"]) == EX_CONFIG
+    assert "--brokers is 1, or 3 to 5" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="3 to 5 brokers"):
+        LocalCluster(tmp_path, brokers=6)
+
+    port = free_port()
+    cluster = LocalCluster(tmp_path / "three", port=port)
+    assert [n.port for n in cluster.nodes] == [port, port + 1, port + 2]
+    for n in cluster.nodes:
+        cluster.node(n.node_id)._write_config()
+        (tmp_path / "three" / f"node-{n.node_id}" / "data").mkdir()
+        (tmp_path / "three" / f"node-{n.node_id}" / "data" / "meta.properties").write_text(
+            f"node.id={n.node_id}\ncluster.id={cluster.cluster_id}\n"
+        )
+    again = LocalCluster(tmp_path / "three")
+    assert again.bootstrap_servers == cluster.bootstrap_servers
+    assert again.cluster_id == cluster.cluster_id
+    with pytest.raises(ConfigError, match="a cluster of 3 brokers; start it with 3, not 5"):
+        LocalCluster(tmp_path / "three", brokers=5)
+
+    single = LocalBroker(tmp_path / "single")
+    single._write_config()
+    (tmp_path / "single" / "data").mkdir()
+    (tmp_path / "single" / "data" / "meta.properties").write_text("cluster.id=x\n")
+    with pytest.raises(ConfigError, match="a single broker's data"):
+        LocalCluster(tmp_path / "single")

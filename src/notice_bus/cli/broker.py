@@ -1,4 +1,5 @@
-"""``notice-bus broker`` and ``notice-bus topics``: a local broker, and the countries' topics."""
+"""``notice-bus broker`` and ``notice-bus topics``: a local broker (or cluster), and the
+countries' topics."""
 
 from __future__ import annotations
 
@@ -20,7 +21,16 @@ def _broker_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--port",
         type=int,
-        help="the client port on 127.0.0.1 (default: the one kept in --data, else a free one)",
+        help="the client port on 127.0.0.1 (default: the one kept in --data, else a free one);"
+        " with --brokers N, node 1's, and node K's is PORT+K-1",
+    )
+    c.add_argument(
+        "--brokers",
+        type=int,
+        default=1,
+        help="1 (default): a single broker; 3 (up to 5): a cluster of that many nodes, each a"
+        " KRaft broker and controller, topics with 3 replicas of which a write needs 2; --data"
+        " then keeps each node's in DIR/node-K",
     )
 
 
@@ -33,14 +43,24 @@ def _topics_init_args(c: argparse.ArgumentParser) -> None:
 def _cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
+    from notice_bus.errors import ConfigError
     from notice_bus.runtime.local_broker import LocalBroker
+    from notice_bus.runtime.local_cluster import SIZES, LocalCluster
 
-    broker = LocalBroker(Path(args.data) if args.data else None, port=args.port)
-    again = args.data and (Path(args.data) / "data" / "meta.properties").exists()
+    data = Path(args.data) if args.data else None
+    broker: LocalBroker | LocalCluster
+    if args.brokers == 1:
+        broker, what, kept = LocalBroker(data, port=args.port), "broker", Path("data")
+    elif args.brokers in SIZES:
+        broker = LocalCluster(data, brokers=args.brokers, port=args.port)
+        what, kept = f"cluster of {args.brokers} brokers", Path("node-1", "data")
+    else:
+        raise ConfigError(f"--brokers is 1, or 3 to 5 for a cluster; not {args.brokers}")
+    again = data and (data / kept / "meta.properties").exists()
     print(
-        f"starting the Kafka broker of {args.data} again (cluster {broker.cluster_id})..."
+        f"starting the Kafka {what} of {args.data} again (cluster {broker.cluster_id})..."
         if again
-        else "starting a local Kafka broker (the first run fetches its jars with Maven)...",
+        else f"starting a local Kafka {what} (the first run fetches its jars with Maven)...",
         flush=True,
     )
     try:
@@ -78,7 +98,7 @@ def _cmd_topics_init(args: argparse.Namespace, settings: Settings) -> int:
 
 COMMANDS = {
     "broker": Command(
-        "start a local single-node Kafka broker and wait",
+        "start a local Kafka broker (or a cluster: --brokers 3) and wait",
         _broker_args,
         _cmd_broker,
     ),

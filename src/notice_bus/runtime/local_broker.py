@@ -1,9 +1,11 @@
-"""A throwaway single-node Apache Kafka broker (KRaft, combined broker and controller).
+"""A throwaway single-node Apache Kafka broker (KRaft, combined broker and controller), or one
+node of a :class:`~notice_bus.runtime.local_cluster.LocalCluster`.
 
-It runs the official jars, resolved from Maven Central by Maven through ``kafka/pom.xml`` and
-cached in ``~/.cache/notice-bus``, on free ports of 127.0.0.1 with its data in a temporary
-folder. It is what the tests and ``make demo`` use where no cluster is configured and no Docker
-engine runs, and what ``notice-bus broker`` starts for someone trying things by hand.
+It runs the official jars (:mod:`notice_bus.runtime.kafka_dist`: fetched from Maven Central
+once, cached in ``~/.cache/notice-bus``) on free ports of 127.0.0.1 with its data in a
+temporary folder. It is what the tests and ``make demo`` use where no cluster is configured
+and no Docker engine runs, and what ``notice-bus broker`` starts for someone trying things by
+hand.
 
 Given a folder of its own, a broker started again on it is the same broker: it keeps the
 cluster id its storage was formatted with (``data/meta.properties``) and the ports it listened
@@ -14,7 +16,6 @@ same address. A client port given explicitly replaces the one kept.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import signal
@@ -30,9 +31,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerSetupError, OutputError
+from notice_bus.runtime.kafka_dist import require_java, resolve_jars
 
-KAFKA_VERSION = "4.1.1"
-_POM = Path(__file__).resolve().parents[3] / "kafka" / "pom.xml"
 _LOG4J = """status = error
 appender.file.type = File
 appender.file.name = FILE
@@ -42,63 +42,6 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.file.ref = FILE
 """
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "notice-bus"
-
-
-def require_java() -> str:
-    java = shutil.which("java")
-    if java is None:
-        raise BrokerSetupError(
-            "Java 17 or newer is needed to run the local Kafka broker, and no `java` is on PATH."
-            " Install it (Debian: apt-get install openjdk-17-jre-headless), or set"
-            " KAFKA_BOOTSTRAP_SERVERS to an existing cluster."
-        )
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
-    m = re.search(r'version "(\d+)', out)
-    if m is None or int(m.group(1)) < 17:
-        raise BrokerSetupError(f"Kafka {KAFKA_VERSION} needs Java 17 or newer; {java} says: {out}")
-    return java
-
-
-def resolve_jars(version: str = KAFKA_VERSION) -> Path:
-    """The folder holding Kafka's jars and their dependencies, fetched once with Maven."""
-    libs = cache_dir() / f"kafka-{version}" / "libs"
-    if (libs / ".complete").exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerSetupError(
-            "Maven is needed once, to fetch Kafka's jars from Maven Central, and no `mvn` is on"
-            " PATH. Install it (Debian: apt-get install maven), or set KAFKA_BOOTSTRAP_SERVERS."
-        )
-    if not _POM.is_file():
-        raise BrokerSetupError(f"{_POM} is missing; run notice-bus from its source tree")
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    cmd = [
-        mvn,
-        "-q",
-        "-B",
-        "-f",
-        str(_POM),
-        "dependency:copy-dependencies",
-        f"-Dkafka.version={version}",
-        f"-DoutputDirectory={staging}",
-        "-DincludeScope=runtime",
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BrokerSetupError(
-            f"Maven could not fetch Kafka {version}: {(done.stdout + done.stderr)[-2000:]}"
-        )
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.rename(libs)
-    (libs / ".complete").touch()
-    return libs
 
 
 def _cluster_id() -> str:
@@ -162,12 +105,19 @@ class LocalBroker:
         heap_mb: int = 768,
         port: int | None = None,
         pki: Path | None = None,
+        node_id: int = 1,
+        cluster_id: str | None = None,
+        replicas: int = 1,
     ) -> None:
         """``workdir``: a folder to keep the data in (and find it again); default a temporary
         one, removed by :meth:`stop`. ``port``: the client port; default the one kept in
         ``workdir``, else a free one. ``pki``: a folder of ``notice-bus pki``'s; the broker
-        then trusts nobody it does not know (see :meth:`_security`)."""
+        then trusts nobody it does not know (see :meth:`_security`). A cluster's node gets its
+        ``node_id``, the cluster's id (unless its storage has one), ``replicas`` (the nodes'
+        count, up to 3) and, in :attr:`voters`, every controller of the quorum."""
         self._own_dir = workdir is None
+        self.node_id = node_id
+        self.replicas = replicas
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-kafka-"))
         self.heap_mb = heap_mb
         self.pki = pki.resolve() if pki else None
@@ -185,7 +135,9 @@ class LocalBroker:
         self.controller_port = controller
         meta = _properties(self.workdir / "data" / "meta.properties")
         # The storage refuses to start under another id than the one it was formatted with.
-        self.cluster_id = meta.get("cluster.id") or _cluster_id()
+        self.cluster_id = meta.get("cluster.id") or cluster_id or _cluster_id()
+        #: ``controller.quorum.voters``: ``id@host:port`` of every controller, comma-separated.
+        self.voters = f"{node_id}@127.0.0.1:{self.controller_port}"
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -202,7 +154,19 @@ class LocalBroker:
     def log_file(self) -> Path:
         return self.workdir / "broker.log"
 
+    @property
+    def pid(self) -> int | None:
+        """The Java process's id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
     def start(self, timeout_s: float = 90.0) -> str:
+        self.launch()
+        self.wait_ready(timeout_s)
+        return self.bootstrap_servers
+
+    def launch(self) -> None:
+        """Format the storage (once) and start Java, without waiting for it to be ready: a
+        cluster's node cannot be until a majority of the controllers runs."""
         java = require_java()
         if not port_is_free(self.port):
             raise BrokerSetupError(
@@ -248,8 +212,6 @@ class LocalBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        self._wait_ready(timeout_s)
-        return self.bootstrap_servers
 
     def stop(self, timeout_s: float = 30.0, *, keep_data: bool = False) -> None:
         """Shut the broker down; ``keep_data`` lets :meth:`start` bring it back as it was."""
@@ -263,6 +225,13 @@ class LocalBroker:
                 proc.wait()
         if self._own_dir and not keep_data:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would: no controlled shutdown; the data and ports stay."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
     def __enter__(self) -> LocalBroker:
         self.start()
@@ -340,23 +309,27 @@ class LocalBroker:
         except OSError as exc:
             raise OutputError(f"cannot create the broker's files in {self.workdir}: {exc}") from exc
         path = self.workdir / "server.properties"
+        rf = min(self.replicas, 3)
+        isr = min(rf, 2)
         path.write_text(
             "\n".join(
                 [
                     "process.roles=broker,controller",
-                    "node.id=1",
-                    f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                    f"node.id={self.node_id}",
+                    f"controller.quorum.voters={self.voters}",
                     *self._listeners(),
                     "controller.listener.names=CONTROLLER",
                     f"log.dirs={self.workdir / 'data'}",
-                    # One node: internal topics get one replica; few partitions start faster.
-                    "offsets.topic.replication.factor=1",
+                    # A replica of internal topics on each node (up to 3, of which a write
+                    # needs 2); few partitions start faster.
+                    f"offsets.topic.replication.factor={rf}",
                     "offsets.topic.num.partitions=3",
-                    "transaction.state.log.replication.factor=1",
-                    "transaction.state.log.min.isr=1",
+                    f"transaction.state.log.replication.factor={rf}",
+                    f"transaction.state.log.min.isr={isr}",
                     "transaction.state.log.num.partitions=3",
-                    "share.coordinator.state.topic.replication.factor=1",
-                    "share.coordinator.state.topic.min.isr=1",
+                    f"share.coordinator.state.topic.replication.factor={rf}",
+                    f"share.coordinator.state.topic.min.isr={isr}",
+                    *self._replication(rf, isr),
                     "group.initial.rebalance.delay.ms=0",
                     # Topics are made on purpose (topics init); a typo must not make one.
                     "auto.create.topics.enable=false",
@@ -370,7 +343,20 @@ class LocalBroker:
         )
         return path
 
-    def _wait_ready(self, timeout_s: float) -> None:
+    @staticmethod
+    def _replication(rf: int, isr: int) -> list[str]:
+        """A cluster's topics: as many replicas as internal ones, no write acknowledged by all
+        in-sync replicas unless they are ``isr`` or more, no leader that missed writes."""
+        if rf == 1:
+            return []
+        return [
+            f"default.replication.factor={rf}",
+            f"min.insync.replicas={isr}",
+            "unclean.leader.election.enable=false",
+        ]
+
+    def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Until the broker answers clients; stopped, and BrokerSetupError, if not in time."""
         deadline = time.monotonic() + timeout_s
         last: Exception | None = None
         while time.monotonic() < deadline:
