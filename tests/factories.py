@@ -1,10 +1,13 @@
-"""Small builders of valid notices for tests."""
+"""Small builders of valid notices for tests, and a look at a country's table."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
+
+from notice_bus.bureau.sinks.tables import RED_NOTICE
 from notice_bus.wire.model import Action, ArrestWarrant, NoticeEvent, Person
 from notice_bus.wire.validation import Draft
 
@@ -57,3 +60,13 @@ def event(
     }
     values.update(kw)
     return NoticeEvent(**values)
+
+
+def local_rows(url: str) -> dict[str, Any]:
+    """A country's ``red_notice`` rows in the database at ``url``, by notice id."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {r.notice_id: r for r in conn.execute(sa.select(RED_NOTICE))}
+    finally:
+        engine.dispose()

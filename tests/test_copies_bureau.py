@@ -45,22 +45,13 @@ from notice_bus.wire.manifest import (
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames, init_topics
 from tests.conftest import Bus
-from tests.factories import draft, event
+from tests.factories import draft, event, local_rows
 
 pytestmark = pytest.mark.kafka
 
 
 def codec(settings: Settings, name: str) -> AvroCodec:
     return AvroCodec(load_schema(name), KafkaSchemaStore(settings))
-
-
-def rows(url: str) -> dict[str, Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {r.notice_id: r for r in conn.execute(sa.select(RED_NOTICE))}
-    finally:
-        engine.dispose()
 
 
 def manifest_of(sink: Sink, country: str = "FR") -> tuple[Manifest, dict[str, Entry]]:
@@ -169,7 +160,7 @@ def two_copies(
     def written() -> bool:
         return all(
             len(r) == 8 and r["2026/2"].version == 2 and r["2026/4"].status == "WITHDRAWN"
-            for r in (rows(a), rows(b))
+            for r in (local_rows(a), local_rows(b))
         )
 
     bus.pump(written)
@@ -232,7 +223,7 @@ def test_a_damaged_copy_is_classified_mended_and_reported(two_copies: tuple[Bus,
     )
     assert second.counts == {MISSING: 0, EXTRA: 1, STALE: 0, RESURRECTED: 0, ALTERED: 1}
     assert second.mended == 0
-    after = rows(b)
+    after = local_rows(b)
     assert (after["2026/1"].version, after["2026/1"].status) == (1, "ACTIVE")
     assert (after["2026/2"].version, after["2026/2"].weight) == (2, 81.5)
     assert (after["2026/3"].status, after["2026/3"].withdrawn_reason) == ("WITHDRAWN", "arrested")
@@ -249,7 +240,7 @@ def test_report_only_changes_nothing(two_copies: tuple[Bus, str, str]) -> None:
     manifest, expected = manifest_of(reference)
     reference.close()
     damage(b)
-    before = {k: (r.version, r.status, r.name) for k, r in rows(b).items()}
+    before = {k: (r.version, r.status, r.name) for k, r in local_rows(b).items()}
 
     def ask(m: Manifest, buckets: Any) -> dict[int, list[Entry]]:
         return {x: [e for e in expected.values() if bucket_of(e.notice_id) == x] for x in buckets}
@@ -262,7 +253,7 @@ def test_report_only_changes_nothing(two_copies: tuple[Bus, str, str]) -> None:
         checker.close()
         sink.close()
     assert result.mended == 0 and sum(result.counts.values()) == 5
-    assert {k: (r.version, r.status, r.name) for k, r in rows(b).items()} == before
+    assert {k: (r.version, r.status, r.name) for k, r in local_rows(b).items()} == before
 
 
 def test_an_identical_copy_is_verified_without_a_query_by_the_running_checker(

@@ -41,7 +41,7 @@ from notice_bus.wire.manifest import (
     Manifest,
 )
 from tests.conftest import Bus, run_in_thread
-from tests.factories import draft
+from tests.factories import draft, local_rows
 from tests.test_escalation import Receiver
 
 pytestmark = pytest.mark.kafka
@@ -67,15 +67,6 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
-def rows(url: str) -> dict[str, Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {r.notice_id: r for r in conn.execute(sa.select(RED_NOTICE))}
-    finally:
-        engine.dispose()
-
-
 def edit(url: str, *statements: Any) -> None:
     """What someone with write access to FR's database does, in one transaction."""
     engine = sa.create_engine(url)
@@ -91,7 +82,7 @@ def damage(url: str) -> None:
     """Each kind of difference once, straight in FR's ``red_notice`` table."""
     t = RED_NOTICE
     nid = t.c.notice_id
-    foreign = dict(rows(url)["2026/6"]._mapping, notice_id=FOREIGN, name="Martin")
+    foreign = dict(local_rows(url)["2026/6"]._mapping, notice_id=FOREIGN, name="Martin")
     edit(
         url,
         sa.delete(t).where(nid == "2026/1"),  # missing
@@ -156,7 +147,7 @@ def test_a_damaged_copy_is_found_mended_reported_and_escalated_until_verified(
     hq.cancel("2026/4", "arrested")
 
     def settled() -> bool:  # FR's copy written, and every version acknowledged
-        r = rows(fr_url)
+        r = local_rows(fr_url)
         if len(r) != 9 or r["2026/2"].version != 2 or r["2026/4"].status != "WITHDRAWN":
             return False
         reports = build_report(bus.tracker.engine, bus.settings)
@@ -164,7 +155,7 @@ def test_a_damaged_copy_is_found_mended_reported_and_escalated_until_verified(
         return sent == {"FR": (12, 12), "DE": (13, 13)}
 
     pump(bus, settled, "FR's copy written and every version acknowledged")
-    assert "2026/10" not in rows(fr_url)
+    assert "2026/10" not in local_rows(fr_url)
     hq_names = {n: p.name for n in ("2026/1", "2026/5") if (p := hq.person(n)) is not None}
     assert len(hq_names) == 2, hq_names
 
@@ -178,7 +169,7 @@ def test_a_damaged_copy_is_found_mended_reported_and_escalated_until_verified(
     try:
         # 1. One check finds each difference with its kind, and changes nothing.
         damage(fr_url)
-        damaged = rows(fr_url)
+        damaged = local_rows(fr_url)
         first = check(bus, reporter, manifests)
         assert first.status is CopyStatus.DRIFT and first.reason is None, first
         assert first.counts == EACH_ONCE, first
@@ -192,7 +183,7 @@ def test_a_damaged_copy_is_found_mended_reported_and_escalated_until_verified(
                 (FOREIGN, EXTRA, False),
             ]
         )
-        assert rows(fr_url) == damaged
+        assert local_rows(fr_url) == damaged
 
         # The report shows FR's drift by kind; an incident opens and the receiver is told.
         fr = fr_of(bus)
@@ -220,7 +211,7 @@ def test_a_damaged_copy_is_found_mended_reported_and_escalated_until_verified(
             ("2026/5", False),
             (FOREIGN, False),
         }
-        after = rows(fr_url)
+        after = local_rows(fr_url)
         one, two, three = after["2026/1"], after["2026/2"], after["2026/3"]
         assert (one.version, one.status, one.name) == (1, "ACTIVE", hq_names["2026/1"])
         assert (two.version, two.status, two.weight) == (2, "ACTIVE", 81.5)

@@ -18,7 +18,7 @@ from kafka import KafkaProducer
 
 from notice_bus.bureau.adapter import Adapter
 from notice_bus.bureau.sinks.sql import SqlSink
-from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE, RED_NOTICE
+from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE
 from notice_bus.hq.generate import make_drafts
 from notice_bus.reports.report import build_report
 from notice_bus.runtime.kafka import kafka_config
@@ -29,7 +29,7 @@ from notice_bus.wire.model import NOT_ADDRESSED, Action, Overdue, Reminder, utcn
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
 from tests.conftest import Bus
-from tests.factories import PERSON, draft, event
+from tests.factories import PERSON, draft, event, local_rows
 from tests.support.tcp_proxy import TcpProxy
 from tests.test_end_to_end import send_raw
 
@@ -41,15 +41,6 @@ def _count(url: str) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.execute(sa.text("SELECT count(*) FROM red_notice")).scalar_one())
-    finally:
-        engine.dispose()
-
-
-def _rows(url: str) -> dict[str, Any]:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {r.notice_id: r for r in conn.execute(sa.select(RED_NOTICE))}
     finally:
         engine.dispose()
 
@@ -185,13 +176,13 @@ def test_an_update_that_no_longer_addresses_the_country_withdraws_its_copy(
             event(n, 2, Action.UPDATE, target_countries=("DE",)),  # FR dropped
         ],
     )
-    bus.pump(lambda: n in _rows(url) and _rows(url)[n].version == 2)
-    row = _rows(url)[n]
+    bus.pump(lambda: n in local_rows(url) and local_rows(url)[n].version == 2)
+    row = local_rows(url)[n]
     assert (row.status, row.withdrawn_reason) == ("WITHDRAWN", NOT_ADDRESSED)
 
     send_raw(bus.settings, "FR", [event(n, 3, Action.UPDATE, target_countries=("FR",))])
-    bus.pump(lambda: _rows(url)[n].version == 3)
-    row = _rows(url)[n]
+    bus.pump(lambda: local_rows(url)[n].version == 3)
+    row = local_rows(url)[n]
     assert (row.status, row.name) == ("ACTIVE", PERSON.name)  # addressed again
 
     send_raw(
@@ -202,8 +193,8 @@ def test_an_update_that_no_longer_addresses_the_country_withdraws_its_copy(
             event(n, 5, Action.UPDATE, target_countries=("FR",)),  # after a cancel: never
         ],
     )
-    bus.pump(lambda: _rows(url)[n].version >= 4 and bool(_recorded(bus, n, 5)))
-    row = _rows(url)[n]
+    bus.pump(lambda: local_rows(url)[n].version >= 4 and bool(_recorded(bus, n, 5)))
+    row = local_rows(url)[n]
     assert (row.status, row.withdrawn_reason) == ("WITHDRAWN", "arrested")
     assert _recorded(bus, n, 2) and _recorded(bus, n, 4)
 
