@@ -12,6 +12,7 @@ topic exists.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ _TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS error code
 _MONTH_MS = str(30 * 24 * 3600 * 1000)
 #: Copies of each partition ``replication_factor = 0`` asks for, where there are brokers enough.
 _AUTO_REPLICAS = 3
+#: Metadata records one CreateTopics request may make: a KRaft controller refuses an operation
+#: of more than 10,000 (POLICY_VIOLATION, "excessively large batch operation"), which 196
+#: countries' topics exceed (a topic record, one per partition and one per config each).
+_RECORDS_PER_REQUEST = 5000
 KINDS = (
     "notices", "acks", "dlq", "responses", "reminders", "requests", "decisions", "manifests",
 )  # fmt: skip
@@ -189,16 +194,47 @@ def init_topics(settings: Settings, countries: Iterable[str]) -> list[str]:
             for spec in missing.values():
                 spec["replication_factor"] = rf
                 spec["configs"] |= durability_configs(min_isr)
-            result = admin.create_topics(missing, raise_errors=False, wait_for_metadata=True)
-            for topic in result["topics"]:
-                if topic["error_code"] not in (0, _TOPIC_EXISTS):
-                    raise BrokerUnavailable(
-                        f"creating topic {topic['name']} failed: error {topic['error_code']}"
-                        f" {topic.get('error_message') or ''}".rstrip()
-                    )
+            for batch in _batches(missing):
+                create = functools.partial(_create, settings, batch)
+                result = retry_transient(settings, "creating topics", create)
+                for topic in result["topics"]:
+                    if topic["error_code"] not in (0, _TOPIC_EXISTS):
+                        raise BrokerUnavailable(
+                            f"creating topic {topic['name']} failed: error {topic['error_code']}"
+                            f" {topic.get('error_message') or ''}".rstrip()
+                        )
         return sorted(missing)
     except KafkaError as exc:
         raise BrokerUnavailable(f"creating topics failed: {explain(exc)}") from exc
+    finally:
+        admin.close()
+
+
+def _batches(specs: dict[str, dict[str, Any]]) -> Iterable[dict[str, dict[str, Any]]]:
+    """``specs`` in CreateTopics requests of at most :data:`_RECORDS_PER_REQUEST` records."""
+    batch: dict[str, dict[str, Any]] = {}
+    records = 0
+    for topic, spec in specs.items():
+        n = 1 + spec["num_partitions"] + len(spec["configs"])
+        if batch and records + n > _RECORDS_PER_REQUEST:
+            yield batch
+            batch, records = {}, 0
+        batch[topic] = spec
+        records += n
+    if batch:
+        yield batch
+
+
+def _create(settings: Settings, specs: dict[str, dict[str, Any]]) -> Any:
+    """One attempt at CreateTopics, on an admin client of its own. kafka-python's admin sends
+    it to the broker it took for the controller at its first such request, and keeps that one;
+    under KRaft that is any broker the controllers believe alive, so right after a broker dies
+    it may be the dead one until the controllers fence it (``broker.session.timeout.ms``, 9 s).
+    The attempt then fails to connect (a retriable error), and the next, on a fresh client,
+    asks again."""
+    admin = admin_client(settings)
+    try:
+        return admin.create_topics(specs, raise_errors=False, wait_for_metadata=True)
     finally:
         admin.close()
 
