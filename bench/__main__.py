@@ -9,6 +9,8 @@ and BENCH_ONLY=<part> runs one part. The parts, in the order of a full run:
     copies       copy verification: an identical copy of 58,000 notices verified (time, bytes
                  on the wire), then 100 differences found and mended (bench/copies_bench.py)
     security     the plain 196-country run and the same on a secured broker
+    cluster      the 196-country run on one broker and on a three-broker cluster with three
+                 replicas of every topic, both up at once, alternating blocks of notices
     report       `notice-bus report` over 1,000,000 acknowledgement rows
 
 The defaults are the ones the figures in README.md were measured with.
@@ -26,9 +28,23 @@ import psycopg
 import sqlalchemy as sa
 
 from bench import copies_bench, ingest, report_bench, review_bench
-from bench.cluster import Cluster, handshakes, plain_cluster, secured_cluster
+from bench.cluster import (
+    Cluster,
+    handshakes,
+    plain_cluster,
+    replicated_cluster,
+    replication,
+    secured_cluster,
+)
 from bench.common import postgres, record, say
-from bench.propagation import Latencies, RunResult, quantile, run_adapters, run_baseline
+from bench.propagation import (
+    Latencies,
+    RunResult,
+    adapters,
+    quantile,
+    run_adapters,
+    run_baseline,
+)
 from bench.report_bench import country_codes
 
 NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # at 196 countries, PostgreSQL
@@ -37,6 +53,7 @@ RATE = 2.0  # notices per second
 WARMUP = int(os.environ.get("BENCH_WARMUP_NOTICES", "30"))  # untimed, before each run's timing
 PROCESSES = int(os.environ.get("BENCH_HOST_PROCESSES", "2"))  # the host's, from 2 countries on
 REVIEW_PER_PATH = int(os.environ.get("BENCH_REVIEW_NOTICES", "300"))  # each of publish, request
+CLUSTER_BLOCKS = int(os.environ.get("BENCH_CLUSTER_BLOCKS", "10"))  # per deployment, alternating
 
 
 def figures(lat: Latencies) -> dict[str, Any]:
@@ -144,6 +161,14 @@ def world196(cluster: Cluster, pg_url: str, tmp: Path, schemas: str = "nb") -> R
     return r
 
 
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def loads(values: list[float]) -> str:
+    return " ".join(f"{x:.1f}" for x in values)
+
+
 def secured(plain: RunResult, pg_url: str, tmp: Path) -> None:
     """The 196-country run again on a secured broker: SCRAM-SHA-512 over TLS for every
     client, the broker's ACLs, HQ's Ed25519 signature on every notice checked by the
@@ -174,6 +199,153 @@ def secured(plain: RunResult, pg_url: str, tmp: Path) -> None:
                 "handshake_mtls_ms": round(shakes["SSL"] * 1000, 1),
             }
         }
+    )
+
+
+def replicated(one: Cluster, tmp: Path) -> None:
+    """The 196-country run on one broker (``one``) and on a three-broker cluster (KRaft,
+    512 MiB of heap each) whose topics have three replicas, two of which must have every
+    write (HQ's and the adapters' producers send with acks=all), in the same invocation.
+
+    Both deployments are up at once, each with its topics, its host of adapters writing into
+    a PostgreSQL of its own (a schema per country; two hosts' 392 connections would not fit
+    in one server's 300), its HQ and its watch; each warms up (WARMUP untimed notices), then
+    the timed notices go out in CLUSTER_BLOCKS blocks per deployment at RATE, alternating
+    A B B A A B ..., the other deployment idle meanwhile. So both meet the machine (shared,
+    its load drifting) alike, and each meets the broker's once-per-run hold on new topics
+    (issue 19) once, as a single run would, not once per block.
+    """
+    world = country_codes(196)
+    blocks = max(1, min(CLUSTER_BLOCKS, NOTICES))
+    sizes = [NOTICES // blocks + (1 if i < NOTICES % blocks else 0) for i in range(blocks)]
+    start_load = load_average()
+    say(
+        f"cluster: 196 countries on one broker and on three (replication factor 3, min ISR 2),"
+        f" {NOTICES} notices each at {RATE:g}/s after {WARMUP} untimed, in {blocks} blocks"
+        f" each, alternating; load average {loads(start_load)} ({os.cpu_count()} CPUs)"
+    )
+    began = time.monotonic()
+    with replicated_cluster(tmp) as three, postgres() as pg1, postgres() as pg3:
+        say(f"  three brokers and two PostgreSQL up in {time.monotonic() - began:.0f} s")
+        with (
+            adapters(
+                one, world, pg_schemas(pg1, world, "c1"), NOTICES, tmp, "one196",
+                processes=PROCESSES, warmup=WARMUP,
+            ) as a,
+            adapters(
+                three, world, pg_schemas(pg3, world, "c3"), NOTICES, tmp, "rf3x196",
+                processes=PROCESSES, warmup=WARMUP,
+            ) as b,
+        ):  # fmt: skip
+            for session in (a, b):
+                if WARMUP:
+                    warm = session.warm_up(WARMUP, RATE).overall()
+                    say(
+                        f"  {session.label}: {WARMUP} untimed notices, p50 {warm['p50']:.2f} s,"
+                        f" max {warm['max']:.2f} s"
+                    )
+            timed = time.monotonic()
+            block_loads: dict[str, list[list[float]]] = {a.label: [], b.label: []}
+            for i, size in enumerate(sizes):
+                for session in (a, b) if i % 2 == 0 else (b, a):
+                    block_loads[session.label].append(load_average())
+                    session.publish(size, RATE)
+            say(f"  {2 * NOTICES} timed notices sent in {time.monotonic() - timed:.0f} s")
+            plain, top = a.result(replication), b.result(replication)
+            per_block = {s.label: [s.latencies(ids).overall() for ids in s.blocks] for s in (a, b)}
+    end_load = load_average()
+    f1, f3 = figures(plain.latencies), figures(top.latencies)
+    ratios = {k: f3[k] / f1[k] for k in ("p50_s", "p95_s", "p99_s", "max_s")}
+    say(
+        f"  196 countries, {NOTICES} notices each at {RATE:g}/s, PostgreSQL, hub in"
+        f" {PROCESSES} processes, {WARMUP} untimed first:"
+    )
+    say(f"  {'':22} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}   worst country p99")
+    for name, f in (("one broker, RF 1", f1), ("three brokers, RF 3", f3)):
+        say(
+            f"  {name:22} {f['p50_s']:7.3f}s {f['p95_s']:7.3f}s {f['p99_s']:7.3f}s"
+            f" {f['max_s']:7.3f}s   {f['worst_country']} {f['worst_p99_s']:.3f} s"
+        )
+    say(
+        f"  {'three / one':22} {ratios['p50_s']:7.2f}x {ratios['p95_s']:7.2f}x"
+        f" {ratios['p99_s']:7.2f}x {ratios['max_s']:7.2f}x"
+    )
+    for name, r, label in (("one", plain, a.label), ("three", top, b.label)):
+        p99s = " ".join(f"{x['p99']:.2f}" for x in per_block[label])
+        say(
+            f"  {name:5} samples {int(r.latencies.overall()['n'])}, unrecorded {r.missing},"
+            f" hub peak RSS {r.rss_mb:.0f} MiB; p99 per block (s, in order): {p99s}"
+        )
+    targets = {"p99_under_1s": f3["p99_s"] < 1.0, "p99_within_1_5x": ratios["p99_s"] <= 1.5}
+    say(
+        f"  targets: three brokers' p99 < 1 s: {'met' if targets['p99_under_1s'] else 'NOT met'}"
+        f" ({f3['p99_s']:.3f} s); within 1.5x of one broker's p99:"
+        f" {'met' if targets['p99_within_1_5x'] else 'NOT met'} ({ratios['p99_s']:.2f}x)"
+    )
+    checked = replication_checked(top.facts)
+    for name, r in (("one broker", plain), ("three brokers", top)):
+        say(f"  replication read back, {name}: {describe_replication(r.facts)}")
+    say(
+        "  RF 3 and min ISR 2 on every notices and acks topic of the three-broker run: "
+        + ("checked" if checked else "NOT so: this was not a replicated cluster")
+    )
+    say(
+        f"  cluster part done in {time.monotonic() - began:.0f} s; load average"
+        f" {loads(start_load)} at its start, {loads(end_load)} at its end"
+    )
+    record(
+        {
+            "cluster": {
+                "notices": NOTICES,
+                "rate_per_s": RATE,
+                "warmup_notices": WARMUP,
+                "blocks": blocks,
+                "host_processes": PROCESSES,
+                "one_broker": {
+                    **growth_figures(plain, NOTICES),
+                    "replication": plain.facts,
+                    "block_p99_s": [round(x["p99"], 3) for x in per_block[a.label]],
+                    "block_load_average": block_loads[a.label],
+                },
+                "three_brokers": {
+                    **growth_figures(top, NOTICES),
+                    "replication": top.facts,
+                    "block_p99_s": [round(x["p99"], 3) for x in per_block[b.label]],
+                    "block_load_average": block_loads[b.label],
+                },
+                "p50_ratio": round(ratios["p50_s"], 2),
+                "p99_ratio": round(ratios["p99_s"], 2),
+                "targets_met": targets,
+                "replication_checked": checked,
+                "load_average": {"start": start_load, "end": end_load},
+                "part_s": round(time.monotonic() - began),
+            }
+        }
+    )
+
+
+def replication_checked(facts: dict[str, Any]) -> bool:
+    """Every partition of the run's notices and acks topics on three replicas, with
+    min.insync.replicas 2 and no unclean leader election, on a cluster of three brokers."""
+    n = facts.get("partitions", 0)
+    return bool(n) and (
+        facts.get("brokers") == 3
+        and facts.get("replicas") == {"3": n}
+        and facts.get("min_insync_replicas") == {"2": facts.get("topics")}
+        and facts.get("unclean_leader_election") == {"false": facts.get("topics")}
+    )
+
+
+def describe_replication(facts: dict[str, Any]) -> str:
+    def counts(tally: dict[str, int]) -> str:
+        return ", ".join(f"{k} ({n})" for k, n in tally.items())
+
+    return (
+        f"{facts['brokers']} broker(s); {facts['topics']} topics, {facts['partitions']}"
+        f" partitions: replicas {counts(facts['replicas'])}, in sync after the run"
+        f" {counts(facts['in_sync'])}, leaders on node {counts(facts['leaders'])};"
+        f" min.insync.replicas {counts(facts['min_insync_replicas'])},"
+        f" unclean.leader.election.enable {counts(facts['unclean_leader_election'])}"
     )
 
 
@@ -223,7 +395,7 @@ def main() -> None:
     only = os.environ.get("BENCH_ONLY", "")
     with postgres() as pg_url:
         plain: RunResult | None = None
-        if only in ("", "ingest", "propagation", "review", "copies", "security"):
+        if only in ("", "ingest", "propagation", "review", "copies", "security", "cluster"):
             with plain_cluster(tmp) as cluster:
                 if only in ("", "ingest"):
                     say("bulk paths on PostgreSQL:")
@@ -235,6 +407,8 @@ def main() -> None:
                     review(cluster, pg_url, tmp)
                 if only in ("", "copies"):
                     record(copies_bench.copies(cluster, pg_url, tmp))
+                if only in ("", "cluster"):
+                    replicated(cluster, tmp)
                 if only == "security":
                     plain = world196(cluster, pg_url, tmp)
         if plain is not None and only in ("", "security"):

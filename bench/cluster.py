@@ -1,23 +1,29 @@
-"""Where a benchmark run happens: a plain broker, or a secured one with credentials issued by
+"""Where a benchmark run happens: a plain broker, a secured one with credentials issued by
 ``notice-bus pki`` (SCRAM-SHA-512 over TLS for every client, ACLs for everything, HQ's
-signatures on every notice and the bureaus' MACs on every acknowledgement)."""
+signatures on every notice and the bureaus' MACs on every acknowledgement), or a plain
+three-broker cluster whose topics have three replicas (issue 18)."""
 
 from __future__ import annotations
 
 import os
 import statistics
 import time
-from collections.abc import Iterator, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kafka.admin import ConfigResource, ConfigResourceType
+
 from notice_bus.runtime.kafka import admin_client
 from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.local_cluster import LocalCluster
 from notice_bus.runtime.settings import Settings
 from notice_bus.trust.acl import apply_registry
 from notice_bus.trust.pki import issue
+from notice_bus.wire.topics import TopicNames
 
 #: The hub principal that serves every country of a secured run (``--hub bench``).
 HUB = "bench"
@@ -65,6 +71,55 @@ def plain_cluster(tmp: Path) -> Iterator[Cluster]:
         return
     with LocalBroker(tmp / "kafka") as broker:
         yield Cluster(broker.bootstrap_servers)
+
+
+@contextmanager
+def replicated_cluster(tmp: Path, brokers: int = 3, heap_mb: int = 512) -> Iterator[Cluster]:
+    """``BENCH_CLUSTER_BOOTSTRAP_SERVERS`` (a cluster of ``brokers`` brokers, e.g. compose.yaml's
+    three), else a local KRaft cluster of ``brokers`` nodes with ``heap_mb`` of Java heap each,
+    stopped on the way out. Its topics get ``min(3, brokers)`` replicas, two of which must have
+    a write (``topics init``'s automatic replication); :func:`replication` reads that back."""
+    if bootstrap := os.environ.get("BENCH_CLUSTER_BOOTSTRAP_SERVERS", ""):
+        yield Cluster(bootstrap)
+        return
+    with LocalCluster(tmp / "cluster", brokers=brokers, heap_mb=heap_mb) as cluster:
+        yield Cluster(cluster.bootstrap_servers)
+
+
+def replication(settings: Settings, countries: Sequence[str]) -> dict[str, object]:
+    """The replication of a run's notices and acks topics, as the cluster reports it
+    (describe_cluster, describe_topics, describe_configs), not as asked for: the unfenced
+    brokers, and per partition the count of replicas, of in-sync replicas and the leader's
+    node, per topic its ``min.insync.replicas`` and ``unclean.leader.election.enable``, each
+    as {value: how many}."""
+    names = TopicNames(settings.topic_prefix)
+    topics = [names.notices(c) for c in countries] + [names.acks(c) for c in countries]
+    admin = admin_client(settings)
+    try:
+        brokers = [b for b in admin.describe_cluster()["brokers"] if not b.get("is_fenced")]
+        described = admin.describe_topics(topics)
+        configs = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics], config_filter="all"
+        )["topic"]
+    finally:
+        admin.close()
+    partitions = [p for t in described if t["name"] in topics for p in t["partitions"]]
+
+    def tally(values: Iterable[object]) -> dict[str, int]:
+        return {str(k): n for k, n in sorted(Counter(values).items(), key=lambda kv: str(kv[0]))}
+
+    return {
+        "brokers": len(brokers),
+        "topics": len({t["name"] for t in described} & set(topics)),
+        "partitions": len(partitions),
+        "replicas": tally(len(p["replica_nodes"]) for p in partitions),
+        "in_sync": tally(len(p["isr_nodes"]) for p in partitions),
+        "leaders": tally(p["leader_id"] for p in partitions),
+        "min_insync_replicas": tally(configs[t]["min.insync.replicas"]["value"] for t in topics),
+        "unclean_leader_election": tally(
+            configs[t]["unclean.leader.election.enable"]["value"] for t in topics
+        ),
+    }
 
 
 @contextmanager

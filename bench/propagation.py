@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -41,6 +42,7 @@ from notice_bus.wire.codec import AvroCodec, load_schema
 from notice_bus.wire.model import AckStatus
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
+from notice_bus.wire.validation import Draft
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -169,7 +171,10 @@ def run_topics(
         partitions=1,  # a country's traffic fits one partition many times over
         hq_database_url=f"sqlite:///{tmp}/hq-{label}.db",
     )
-    init_cluster(settings, countries)
+    # 196 countries' 1,570 topics, three replicas each, may take a loaded machine longer to
+    # make ready than a client's usual patience (broker_timeout_s; kafka-python waits 10 s
+    # for new topics' leaders, then topics init tries again).
+    init_cluster(settings.with_(broker_timeout_s=max(settings.broker_timeout_s, 120)), countries)
     try:
         yield settings
     finally:
@@ -218,6 +223,8 @@ class RunResult:
     latencies: Latencies
     rss_mb: float
     missing: int
+    #: What ``inspect`` read from the run's topics once its notices were answered.
+    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def warm_up(
@@ -237,6 +244,122 @@ def warm_up(
         raise RuntimeError("the warm-up notices were never all answered")
 
 
+class Session:
+    """One deployment serving ``countries``, ready for timed notices: its topics, its host
+    of adapters, HQ, and the watch on its acks topics (see :func:`adapters`). Timed notices
+    go out in one or more :meth:`publish` blocks; :meth:`result` waits for every one.
+    ``settings``: the run's, as admin."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        label: str,
+        countries: Sequence[str],
+        processes: int,
+        hq: HQ,
+        watch: AckWatch,
+        proc: subprocess.Popen[bytes],
+        drafts: list[Draft],
+    ) -> None:
+        self.settings = settings
+        self.label = label
+        self.countries = countries
+        self.processes = processes
+        self.hq = hq
+        self.watch = watch
+        self.proc = proc
+        self._drafts = drafts
+        self.sent: dict[str, float] = {}  # when each timed publish call began
+        self.calls: dict[str, float] = {}  # how long it took
+        self.blocks: list[list[str]] = []  # the notice ids of each publish block
+
+    def warm_up(self, count: int, rate: float) -> Latencies:
+        """``count`` notices at ``rate``, not counted in the figures (see :func:`warm_up`);
+        their latencies, to show what the warm-up absorbed."""
+        early, self._drafts = self._drafts[:count], self._drafts[count:]
+        sent: dict[str, float] = {}
+
+        def publish(i: int) -> set[tuple[str, str]]:
+            sent[early[i].notice_id] = time.time()
+            self.hq.publish([early[i]])
+            return {(c, early[i].notice_id) for c in self.countries}
+
+        warm_up(publish, self.watch, count, rate)
+        return latencies(sent, self.watch, self.countries)
+
+    def publish(self, count: int, rate: float) -> None:
+        """The next ``count`` notices at ``rate``, timed, one publish call each."""
+        block, self._drafts = self._drafts[:count], self._drafts[count:]
+        if len(block) < count:
+            raise RuntimeError(f"{self.label}: only {len(block)} of {count} notices left")
+        for i in paced(len(block), rate):
+            nid = block[i].notice_id
+            self.sent[nid] = time.time()
+            self.hq.publish([block[i]])
+            self.calls[nid] = time.time() - self.sent[nid]
+        self.blocks.append([d.notice_id for d in block])
+
+    def latencies(self, notice_ids: Sequence[str] | None = None) -> Latencies:
+        """Of the timed notices answered so far (of ``notice_ids`` only, if given)."""
+        sent = self.sent if notice_ids is None else {n: self.sent[n] for n in notice_ids}
+        return latencies(sent, self.watch, self.countries, self.calls)
+
+    def result(
+        self, inspect: Callable[[Settings, Sequence[str]], dict[str, Any]] | None = None
+    ) -> RunResult:
+        """Waits (up to 120 s) for every timed notice's RECORDED in every country; then
+        ``inspect`` reads the run's topics (its settings, its countries), untimed, before they
+        are dropped: what it returns is the result's ``facts``."""
+        wanted = {(c, nid) for c in self.countries for nid in self.sent}
+        left = self.watch.wait_for(wanted, 120)
+        rss = tree_peak_rss_mb(self.proc.pid)
+        facts = inspect(self.settings, self.countries) if inspect is not None else {}
+        return RunResult(
+            len(self.countries), self.processes, self.latencies(), rss, len(left), facts
+        )
+
+
+@contextmanager
+def adapters(
+    cluster: Cluster,
+    countries: Sequence[str],
+    url_template: str,
+    notices: int,
+    tmp: Path,
+    label: str,
+    *,
+    processes: int = 1,
+    warmup: int = 0,
+) -> Iterator[Session]:
+    """A fresh deployment of ``countries`` on ``cluster``, served by one host in
+    ``processes`` processes, once every adapter has recorded a first notice: a session with
+    ``warmup`` + ``notices`` notices to send. Its topics are dropped on the way out."""
+    with run_topics(cluster, tmp, label, countries) as settings:
+        watch = AckWatch(settings, countries, decode=True)
+        drafts = make_drafts(notices + warmup + 1, seed=len(countries), first_number=50000)
+        log = tmp / f"{label}.log"
+        try:
+            with (
+                HQ(cluster.as_("hq", settings)) as hq,
+                host_process(cluster, settings, countries, url_template, log, processes) as proc,
+            ):
+                # A first notice everyone must record: every adapter is up and in its group.
+                began = time.monotonic()
+                warm = drafts.pop(0)
+                hq.publish([warm])
+                missing = watch.wait_for({(c, warm.notice_id) for c in countries}, 300)
+                if missing:
+                    raise RuntimeError(
+                        f"{label}: {len(missing)} countries never recorded the first notice"
+                    )
+                say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
+                yield Session(settings, label, countries, processes, hq, watch, proc, drafts)
+        finally:
+            watch.close()
+        if proc.returncode not in (0, -15):
+            raise RuntimeError(f"{label}: host exited with {proc.returncode}; see {log}")
+
+
 def run_adapters(
     cluster: Cluster,
     countries: Sequence[str],
@@ -251,52 +374,13 @@ def run_adapters(
 ) -> RunResult:
     """Publish ``notices`` at ``rate`` to ``countries`` served by one host, in ``processes``
     processes, after ``warmup`` untimed notices (see :func:`warm_up`)."""
-    with run_topics(cluster, tmp, label, countries) as settings:
-        watch = AckWatch(settings, countries, decode=True)
-        drafts = make_drafts(notices + warmup + 1, seed=len(countries), first_number=50000)
-        log = tmp / f"{label}.log"
-        with (
-            HQ(cluster.as_("hq", settings)) as hq,
-            host_process(cluster, settings, countries, url_template, log, processes) as proc,
-        ):
-            # A first notice everyone must record: every adapter is up and has joined its group.
-            began = time.monotonic()
-            warm = drafts.pop(0)
-            hq.publish([warm])
-            missing = watch.wait_for({(c, warm.notice_id) for c in countries}, 300)
-            if missing:
-                raise RuntimeError(
-                    f"{label}: {len(missing)} countries never recorded the first notice"
-                )
-            say(f"  {label}: {len(countries)} countries up in {time.monotonic() - began:.0f} s")
-            early, drafts = drafts[:warmup], drafts[warmup:]
-
-            def publish(i: int) -> set[tuple[str, str]]:
-                hq.publish([early[i]])
-                return {(c, early[i].notice_id) for c in countries}
-
-            warm_up(publish, watch, warmup, rate)
-            sent: dict[str, float] = {}
-            calls: dict[str, float] = {}
-            for i in paced(len(drafts), rate):
-                sent[drafts[i].notice_id] = time.time()
-                hq.publish([drafts[i]])
-                calls[drafts[i].notice_id] = time.time() - sent[drafts[i].notice_id]
-            wanted = {(c, nid) for c in countries for nid in sent}
-            left = watch.wait_for(wanted, 120)
-            rss = tree_peak_rss_mb(proc.pid)
-        watch.close()
-        if proc.returncode not in (0, -15):
-            raise RuntimeError(
-                f"{label}: host exited with {proc.returncode}; see {tmp}/{label}.log"
-            )
-        return RunResult(
-            len(countries),
-            processes,
-            latencies(sent, watch, countries, calls),
-            rss,
-            len(left),
-        )
+    with adapters(
+        cluster, countries, url_template, notices, tmp, label,
+        processes=processes, warmup=warmup,
+    ) as session:  # fmt: skip
+        session.warm_up(warmup, rate)
+        session.publish(notices, rate)
+        return session.result()
 
 
 def run_baseline(
