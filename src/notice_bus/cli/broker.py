@@ -28,9 +28,9 @@ def _broker_args(c: argparse.ArgumentParser) -> None:
         "--brokers",
         type=int,
         default=1,
-        help="1 (default): a single broker; 3 (up to 5): a cluster of that many nodes, each a"
-        " KRaft broker and controller, topics with 3 replicas of which a write needs 2; --data"
-        " then keeps each node's in DIR/node-K",
+        help="1: a single broker; 3 (up to 5): a cluster of that many nodes, each a KRaft"
+        " broker and controller, topics with 3 replicas of which a write needs 2; --data then"
+        " keeps each node's in DIR/node-K (default: 1)",
     )
 
 
