@@ -204,7 +204,12 @@ class LedgerSink(BufferedSink):
         events = self._buffers.pending()
         if not events:
             return
-        fresh = self._newer_than_ledger(events)
+        self._hand_over(self._newer_than_ledger(events))
+        self._buffers.clear()
+
+    def _hand_over(self, fresh: Sequence[NoticeEvent]) -> None:
+        """Publications and updates to the plug-in's ``write``, cancels to its ``withdraw``,
+        then their versions into the ledger."""
         active = [e for e in fresh if e.action is not Action.CANCEL]
         cancels = [e for e in fresh if e.action is Action.CANCEL]
         if active:
@@ -213,7 +218,6 @@ class LedgerSink(BufferedSink):
             self.system.withdraw(cancels)
         if fresh:
             self._record_versions(fresh)
-        self._buffers.clear()
 
     def _record_versions(self, events: Sequence[NoticeEvent]) -> None:
         rows = [
@@ -257,15 +261,7 @@ class LedgerSink(BufferedSink):
         for e in events:
             if e.notice_id not in latest or latest[e.notice_id].version < e.version:
                 latest[e.notice_id] = e
-        fresh = list(latest.values())
-        active = [e for e in fresh if e.action is not Action.CANCEL]
-        cancels = [e for e in fresh if e.action is Action.CANCEL]
-        if active:
-            self.system.write(active)
-        if cancels:
-            self.system.withdraw(cancels)
-        if fresh:
-            self._record_versions(fresh)
+        self._hand_over(list(latest.values()))
 
     def _newer_than_ledger(self, events: Sequence[NoticeEvent]) -> list[NoticeEvent]:
         t = self._open()
