@@ -225,7 +225,7 @@ def replicated(one: Cluster, tmp: Path) -> None:
         f" each, alternating; load average {loads(start_load)} ({os.cpu_count()} CPUs)"
     )
     began = time.monotonic()
-    with replicated_cluster(tmp) as three, postgres() as pg1, postgres() as pg3:
+    with replicated_cluster() as three, postgres() as pg1, postgres() as pg3:
         say(f"  three brokers and two PostgreSQL up in {time.monotonic() - began:.0f} s")
         with (
             adapters(
@@ -396,7 +396,7 @@ def main() -> None:
     with postgres() as pg_url:
         plain: RunResult | None = None
         if only in ("", "ingest", "propagation", "review", "copies", "security", "cluster"):
-            with plain_cluster(tmp) as cluster:
+            with plain_cluster() as cluster:
                 if only in ("", "ingest"):
                     say("bulk paths on PostgreSQL:")
                     record(ingest.bootstrap(cluster.bootstrap, pg_url, tmp))

@@ -63,26 +63,28 @@ class Cluster:
 
 
 @contextmanager
-def plain_cluster(tmp: Path) -> Iterator[Cluster]:
-    """``KAFKA_BOOTSTRAP_SERVERS``, else a local broker, stopped on the way out: the secured
-    run that may follow then has the machine to itself."""
+def plain_cluster() -> Iterator[Cluster]:
+    """``KAFKA_BOOTSTRAP_SERVERS``, else a local broker with its data in memory (see
+    :func:`~notice_bus.runtime.local_broker.scratch_dir`), stopped on the way out: the
+    secured run that may follow then has the machine to itself."""
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""):
         yield Cluster(bootstrap)
         return
-    with LocalBroker(tmp / "kafka") as broker:
+    with LocalBroker() as broker:
         yield Cluster(broker.bootstrap_servers)
 
 
 @contextmanager
-def replicated_cluster(tmp: Path, brokers: int = 3, heap_mb: int = 512) -> Iterator[Cluster]:
+def replicated_cluster(brokers: int = 3, heap_mb: int = 512) -> Iterator[Cluster]:
     """``BENCH_CLUSTER_BOOTSTRAP_SERVERS`` (a cluster of ``brokers`` brokers, e.g. compose.yaml's
     three), else a local KRaft cluster of ``brokers`` nodes with ``heap_mb`` of Java heap each,
-    stopped on the way out. Its topics get ``min(3, brokers)`` replicas, two of which must have
-    a write (``topics init``'s automatic replication); :func:`replication` reads that back."""
+    its data in memory, stopped on the way out. Its topics get ``min(3, brokers)`` replicas,
+    two of which must have a write (``topics init``'s automatic replication);
+    :func:`replication` reads that back."""
     if bootstrap := os.environ.get("BENCH_CLUSTER_BOOTSTRAP_SERVERS", ""):
         yield Cluster(bootstrap)
         return
-    with LocalCluster(tmp / "cluster", brokers=brokers, heap_mb=heap_mb) as cluster:
+    with LocalCluster(brokers=brokers, heap_mb=heap_mb) as cluster:
         yield Cluster(cluster.bootstrap_servers)
 
 
@@ -127,7 +129,7 @@ def secured_cluster(tmp: Path, countries: Sequence[str]) -> Iterator[tuple[Clust
     """A secured local broker, and the credentials of admin, HQ and a hub of ``countries``."""
     pki = tmp / "pki"
     issue(pki, hubs={HUB: list(countries)})
-    with LocalBroker(tmp / "kafka-secured", pki=pki) as broker:
+    with LocalBroker(pki=pki) as broker:
         cluster = Cluster(broker.bootstrap_servers, pki)
         apply_registry(cluster.settings("admin"))  # the principals' SCRAM users, and grants
         yield cluster, broker

@@ -70,6 +70,12 @@ class Latencies:
     by_country: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     hq: list[float] = field(default_factory=list)
     adapter: list[float] = field(default_factory=list)
+    #: Per notice, when it was sent (epoch seconds) and its slowest country's latency.
+    timeline: list[tuple[float, float]] = field(default_factory=list)
+
+    def pauses(self, over_s: float = 1.0) -> int:
+        """How many notices some country waited more than ``over_s`` for."""
+        return sum(1 for _, worst in self.timeline if worst > over_s)
 
     def overall(self) -> dict[str, float]:
         return summary([v for vs in self.by_country.values() for v in vs])
@@ -156,6 +162,10 @@ def latencies(
             out.by_country[cc].append(done - at)
             if calls and nid in calls:
                 out.adapter.append(done - at - calls[nid])
+    for nid, at in sent.items():
+        waits = [watch.seen[(cc, nid)] - at for cc in countries if (cc, nid) in watch.seen]
+        if waits:
+            out.timeline.append((at, max(waits)))
     return out
 
 

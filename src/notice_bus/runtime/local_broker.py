@@ -31,6 +31,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerSetupError, OutputError
+from notice_bus.runtime.broker_logs import REQUEST_LOG4J, gc_flags
 from notice_bus.runtime.kafka_dist import require_java, resolve_jars
 
 _LOG4J = """status = error
@@ -47,6 +48,27 @@ rootLogger.appenderRef.file.ref = FILE
 def _cluster_id() -> str:
     """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+#: Where a throwaway broker keeps its files: memory. On a disk, the kernel's writeback of the
+#: broker's memory-mapped index pages made the next index append wait behind the filesystem's
+#: journal, holding a produce request for up to 10 s (README, Performance: the stalls).
+_MEMORY = Path("/dev/shm")
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A new temporary folder in memory (tmpfs, ``/dev/shm``) where the machine has one with
+    1 GiB free, else in the usual temporary folder."""
+    root: Path | None = None
+    try:
+        if _MEMORY.is_dir() and shutil.disk_usage(_MEMORY).free >= 1 << 30:
+            root = _MEMORY
+    except OSError:
+        root = None
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    except OSError:
+        return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def free_port() -> int:
@@ -108,17 +130,22 @@ class LocalBroker:
         node_id: int = 1,
         cluster_id: str | None = None,
         replicas: int = 1,
+        request_log: bool = False,
     ) -> None:
         """``workdir``: a folder to keep the data in (and find it again); default a temporary
-        one, removed by :meth:`stop`. ``port``: the client port; default the one kept in
-        ``workdir``, else a free one. ``pki``: a folder of ``notice-bus pki``'s; the broker
-        then trusts nobody it does not know (see :meth:`_security`). A cluster's node gets its
+        one in memory (:func:`scratch_dir`), removed by :meth:`stop`. ``port``: the client
+        port; default the one kept in ``workdir``, else a free one. ``pki``: a folder of
+        ``notice-bus pki``'s; the broker then trusts nobody it does not know (see
+        :meth:`_security`). A cluster's node gets its
         ``node_id``, the cluster's id (unless its storage has one), ``replicas`` (the nodes'
-        count, up to 3) and, in :attr:`voters`, every controller of the quorum."""
+        count, up to 3) and, in :attr:`voters`, every controller of the quorum. ``request_log``:
+        every request the broker completes goes to ``requests.log`` with its split of the time
+        (:mod:`~notice_bus.runtime.broker_logs`; ``gc.log`` is always written)."""
         self._own_dir = workdir is None
         self.node_id = node_id
         self.replicas = replicas
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-kafka-"))
+        self.request_log = request_log
+        self.workdir = workdir or scratch_dir("notice-bus-kafka-")
         self.heap_mb = heap_mb
         self.pki = pki.resolve() if pki else None
         kept = _kept_ports(self.workdir)
@@ -202,6 +229,7 @@ class LocalBroker:
                     f"-Xmx{self.heap_mb}m",
                     "-Xss1m",
                     "-XX:+UseSerialGC",
+                    *gc_flags(self.workdir),
                     log4j,
                     "-cp",
                     classpath,
@@ -305,7 +333,10 @@ class LocalBroker:
     def _write_config(self) -> Path:
         try:
             self.workdir.mkdir(parents=True, exist_ok=True)
-            (self.workdir / "log4j2.properties").write_text(_LOG4J.format(log=self.log_file))
+            log4j = _LOG4J.format(log=self.log_file)
+            if self.request_log:
+                log4j += REQUEST_LOG4J.format(requests=self.workdir / "requests.log")
+            (self.workdir / "log4j2.properties").write_text(log4j)
         except OSError as exc:
             raise OutputError(f"cannot create the broker's files in {self.workdir}: {exc}") from exc
         path = self.workdir / "server.properties"

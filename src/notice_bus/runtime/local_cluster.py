@@ -16,7 +16,6 @@ keeps the cluster id, its data and its ports there.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +28,7 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerSetupError, ConfigError
-from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.local_broker import LocalBroker, scratch_dir
 
 T = TypeVar("T")
 #: The sizes of a cluster: three nodes is the least that outlives the loss of one.
@@ -58,7 +57,8 @@ class LocalCluster:
         pki: Path | None = None,
     ) -> None:
         """``workdir``: a folder to keep the nodes' data in (``node-1`` ...), default a
-        temporary one, removed by :meth:`stop`. ``heap_mb``: each node's Java heap. ``port``:
+        temporary one in memory (:func:`~notice_bus.runtime.local_broker.scratch_dir`),
+        removed by :meth:`stop`. ``heap_mb``: each node's Java heap. ``port``:
         node 1's client port, node N's is ``port + N - 1``; default the ones kept, else free
         ones. ``pki``: a folder of ``notice-bus pki``'s, as for :class:`LocalBroker`: every
         node then has the broker's certificate, and they talk to one another over mutual TLS."""
@@ -68,7 +68,7 @@ class LocalCluster:
                 f" outlives the loss of one), not {brokers}"
             )
         self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="notice-bus-cluster-"))
+        self.workdir = workdir or scratch_dir("notice-bus-cluster-")
         self._check_kept(brokers)
         self._nodes: dict[int, LocalBroker] = {}
         taken: set[int] = set()
