@@ -3,6 +3,8 @@
 Sizes come from the environment so a quick look is possible (BENCH_NOTICES=60 make bench),
 and BENCH_ONLY=<part> runs one part. The parts, in the order of a full run:
 
+    stalls       the raw round trip at 196 countries on a broker with its data on disk, then
+                 in memory, with the broker's request and GC logs (bench/stalls.py)
     ingest       a late country's bootstrap of 58,000 notices, and the tracker's ingest
     propagation  HQ's publish -> RECORDED, at 1 to 196 countries (SQLite too), and a baseline
     review       a bureau's request beside HQ's publish, at 196 countries
@@ -27,7 +29,7 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 
-from bench import copies_bench, ingest, report_bench, review_bench
+from bench import copies_bench, ingest, report_bench, review_bench, stalls
 from bench.cluster import (
     Cluster,
     handshakes,
@@ -393,6 +395,8 @@ def main() -> None:
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="notice-bus-bench-"))
     only = os.environ.get("BENCH_ONLY", "")
+    if only in ("", "stalls"):  # its own brokers, one at a time, before anything else runs
+        record(stalls.stalls(tmp))
     with postgres() as pg_url:
         plain: RunResult | None = None
         if only in ("", "ingest", "propagation", "review", "copies", "security", "cluster"):
