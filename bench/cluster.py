@@ -65,7 +65,7 @@ class Cluster:
 @contextmanager
 def plain_cluster() -> Iterator[Cluster]:
     """``KAFKA_BOOTSTRAP_SERVERS``, else a local broker with its data in memory (see
-    :func:`~notice_bus.runtime.local_broker.scratch_dir`), stopped on the way out: the
+    :func:`~notice_bus.runtime.scratch.scratch_dir`), stopped on the way out: the
     secured run that may follow then has the machine to itself."""
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP_SERVERS", ""):
         yield Cluster(bootstrap)

@@ -12,8 +12,9 @@ import pytest
 from kafka import KafkaProducer
 
 from notice_bus.runtime.broker_logs import gc_pauses, slow_requests
-from notice_bus.runtime.local_broker import LocalBroker, scratch_dir
+from notice_bus.runtime.local_broker import LocalBroker
 from notice_bus.runtime.local_cluster import LocalCluster
+from notice_bus.runtime.scratch import scratch_dir
 from notice_bus.wire.topics import TopicNames, init_topics
 from tests.conftest import settings_on
 

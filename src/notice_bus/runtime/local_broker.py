@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,6 +32,7 @@ from kafka.errors import KafkaError
 from notice_bus.errors import BrokerSetupError, OutputError
 from notice_bus.runtime.broker_logs import REQUEST_LOG4J, gc_flags
 from notice_bus.runtime.kafka_dist import require_java, resolve_jars
+from notice_bus.runtime.scratch import scratch_dir
 
 _LOG4J = """status = error
 appender.file.type = File
@@ -48,27 +48,6 @@ rootLogger.appenderRef.file.ref = FILE
 def _cluster_id() -> str:
     """Kafka's cluster ids are 16 random bytes in URL-safe base64 without padding."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-
-
-#: Where a throwaway broker keeps its files: memory. On a disk, the kernel's writeback of the
-#: broker's memory-mapped index pages made the next index append wait behind the filesystem's
-#: journal, holding a produce request for up to 10 s (README, Performance: the stalls).
-_MEMORY = Path("/dev/shm")
-
-
-def scratch_dir(prefix: str) -> Path:
-    """A new temporary folder in memory (tmpfs, ``/dev/shm``) where the machine has one with
-    1 GiB free, else in the usual temporary folder."""
-    root: Path | None = None
-    try:
-        if _MEMORY.is_dir() and shutil.disk_usage(_MEMORY).free >= 1 << 30:
-            root = _MEMORY
-    except OSError:
-        root = None
-    try:
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
-    except OSError:
-        return Path(tempfile.mkdtemp(prefix=prefix))
 
 
 def free_port() -> int:

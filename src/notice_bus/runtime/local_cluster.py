@@ -28,7 +28,8 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from notice_bus.errors import BrokerSetupError, ConfigError
-from notice_bus.runtime.local_broker import LocalBroker, scratch_dir
+from notice_bus.runtime.local_broker import LocalBroker
+from notice_bus.runtime.scratch import scratch_dir
 
 T = TypeVar("T")
 #: The sizes of a cluster: three nodes is the least that outlives the loss of one.
@@ -57,7 +58,7 @@ class LocalCluster:
         pki: Path | None = None,
     ) -> None:
         """``workdir``: a folder to keep the nodes' data in (``node-1`` ...), default a
-        temporary one in memory (:func:`~notice_bus.runtime.local_broker.scratch_dir`),
+        temporary one in memory (:func:`~notice_bus.runtime.scratch.scratch_dir`),
         removed by :meth:`stop`. ``heap_mb``: each node's Java heap. ``port``:
         node 1's client port, node N's is ``port + N - 1``; default the ones kept, else free
         ones. ``pki``: a folder of ``notice-bus pki``'s, as for :class:`LocalBroker`: every
