@@ -94,6 +94,14 @@ def test_three_brokers_and_every_partition_on_three_in_sync_replicas(
     assert configs["min.insync.replicas"]["value"] == "2"
     assert configs["unclean.leader.election.enable"]["value"] == "false"
 
+    # Three nodes share this host's two cores: fewer threads each than Kafka's defaults.
+    node = str(nodes[0].node_id)
+    broker = admin.describe_configs(
+        [ConfigResource(ConfigResourceType.BROKER, node)], config_filter="all"
+    )["broker"][node]
+    threads = ("num.network.threads", "num.io.threads", "background.threads")
+    assert {name: broker[name]["value"] for name in threads} == dict.fromkeys(threads, "2")
+
 
 # --- chaos: the resilience suite's workload while a node is SIGKILLed ----------------------------
 

@@ -16,6 +16,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+#: The broker's own log: warnings and errors only, to ``{log}``.
+BASE_LOG4J = """status = error
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = FILE
+"""
+
 #: The file appender and logger that write every completed request to ``{requests}``.
 REQUEST_LOG4J = """appender.requests.type = File
 appender.requests.name = REQUESTS
