@@ -8,15 +8,28 @@ import platform
 import statistics
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import psycopg
+import sqlalchemy as sa
 
 from notice_bus.runtime.kafka import admin_client
 from notice_bus.runtime.settings import Settings
 
 RESULTS = Path(__file__).parent / "results.json"
+
+# Sizes come from the environment, so that a quick look is possible (BENCH_NOTICES=60 make
+# bench); the defaults are the ones README's figures were measured with.
+NOTICES = int(os.environ.get("BENCH_NOTICES", "1000"))  # the long runs, at 196 countries
+SMALL = int(os.environ.get("BENCH_SMALL_NOTICES", "40"))  # each short run
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))  # of every short run, each fresh
+BLOCKS = int(os.environ.get("BENCH_BLOCKS", "10"))  # a long run's, alternating with another's
+RATE = 2.0  # notices per second
+WARMUP = int(os.environ.get("BENCH_WARMUP_NOTICES", "30"))  # untimed, before each run's timing
+PROCESSES = int(os.environ.get("BENCH_HOST_PROCESSES", "2"))  # the host's, from 2 countries on
 
 
 @contextmanager
@@ -105,3 +118,15 @@ def tree_peak_rss_mb(pid: int) -> float:
             continue  # exited meanwhile
         todo += children.get(p, [])
     return total
+
+
+def pg_schemas(url: str, countries: Sequence[str], prefix: str = "nb") -> str:
+    """One schema per country in one database, as a hub's PostgreSQL would hold them; the
+    URL template that points each country's adapter at its own schema (PostgreSQL folds the
+    unquoted nb_FR of the search path to nb_fr)."""
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for cc in countries:
+            conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{prefix}_{cc.lower()}"')
+    sep = "&" if "?" in url else "?"
+    return url + sep + f"options=-csearch_path%3D{prefix}_{{country}}"

@@ -29,7 +29,8 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.common import drop_topics, say
 from notice_bus.bureau.adapter import Adapter
-from notice_bus.bureau.sinks.sql import SqlSink, _row
+from notice_bus.bureau.sinks.rows import row_of
+from notice_bus.bureau.sinks.sql import SqlSink
 from notice_bus.bureau.sinks.tables import LOCAL_TABLES, RED_NOTICE
 from notice_bus.hq.generate import make_drafts
 from notice_bus.hq.publisher import HQ
@@ -187,7 +188,7 @@ def raw_load(settings: Settings, url: str, expected: int) -> float:
         while seen < expected:
             for records in consumer.poll(timeout_ms=500, max_records=5000).values():
                 for r in records:
-                    row = _row(NoticeEvent.from_avro(codec.decode(r.value)), utcnow())
+                    row = row_of(NoticeEvent.from_avro(codec.decode(r.value)), utcnow())
                     copy.write_row([json.dumps(row[c]) if c in jsons else row[c] for c in columns])
                     seen += 1
     consumer.close()

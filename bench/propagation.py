@@ -8,10 +8,8 @@ are LogAppendTime: the time it reached HQ's Kafka) minus the wall-clock time jus
 HQ's ``publish`` call (same machine, same clock). HQ's outbox, the broker, the adapter's
 decode/validate/write/acknowledge/commit and the acknowledgement's trip are all inside it.
 
-The baseline, in the same run and on the same broker: bare kafka-python, one producer sending
-a notice-sized payload to the same number of countries' topics (a topic layout identical to
-ours, under another prefix), one consumer reading them all and producing a small reply to each
-country's acks topic, timed the same way. It is the floor this machine and client allow.
+The floor, bare kafka-python on the same broker and timed the same way, is
+:mod:`bench.baseline`'s.
 """
 
 from __future__ import annotations
@@ -29,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 from bench.cluster import Cluster
 from bench.common import drop_topics, say, tree_peak_rss_mb
@@ -393,74 +391,21 @@ def run_adapters(
         return session.result()
 
 
-def run_baseline(
-    cluster: Cluster,
-    countries: Sequence[str],
-    notices: int,
-    rate: float,
-    tmp: Path,
-    *,
-    warmup: int = 0,
-) -> Latencies:
-    """Bare kafka-python: produce -> consume -> produce, over topics laid out as ours."""
-    with run_topics(cluster, tmp, "raw", countries) as settings:
-        names = TopicNames(settings.topic_prefix)
-        watch = AckWatch(settings, countries, decode=False)
-        payload = os.urandom(1200)  # about an encoded notice
-        stop = threading.Event()
-        relay_ready = threading.Event()
+def alternate(sessions: Sequence[Any], sizes: Sequence[int], rate: float) -> dict[str, list[Any]]:
+    """Timed notices in blocks of ``sizes``, each block sent by every session in turn at
+    ``rate``, the order reversed every other block (A B, B A, A B, ...), the others idle
+    meanwhile: all meet the machine, its load drifting, alike, and each meets the broker's
+    once-per-run hold on new topics once, as a run of its own would. Returns each session's
+    (by label) load averages at the start of its blocks."""
+    loads: dict[str, list[Any]] = {s.label: [] for s in sessions}
+    for i, size in enumerate(sizes):
+        for session in sessions if i % 2 == 0 else list(reversed(sessions)):
+            loads[session.label].append([round(x, 2) for x in os.getloadavg()])
+            session.publish(size, rate)
+    return loads
 
-        def relay() -> None:
-            consumer = KafkaConsumer(
-                **kafka_config(settings, "raw-relay"), enable_auto_commit=False
-            )
-            producer = KafkaProducer(**kafka_config(settings, "raw-relay"), linger_ms=5)
-            tps = [TopicPartition(names.notices(c), 0) for c in countries]
-            consumer.assign(tps)
-            consumer.seek_to_end()
-            for tp in tps:
-                consumer.position(tp)
-            relay_ready.set()
-            while not stop.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
-                    for r in records:
-                        cc = names.country_of(r.topic) or ""
-                        producer.send(names.acks(cc), key=r.key, value=b"RECORDED")
-                producer.flush()
-            producer.close()
-            consumer.close()
 
-        thread = threading.Thread(target=relay, daemon=True)
-        thread.start()
-        relay_ready.wait(60)
-        producer = KafkaProducer(**kafka_config(settings, "raw-hq"), linger_ms=5, acks="all")
-        # As for our adapters, a first round trip nobody times: both producers learn the
-        # metadata of every topic (one round trip per new topic in kafka-python).
-        for c in countries:
-            producer.send(names.notices(c), key=b"raw/warm", value=payload)
-        producer.flush()
-        if watch.wait_for({(c, "raw/warm") for c in countries}, 300):
-            raise RuntimeError("baseline: the relay never answered the first round")
-
-        def publish(i: int) -> set[tuple[str, str]]:
-            for c in countries:
-                producer.send(names.notices(c), key=f"raw/early/{i}".encode(), value=payload)
-            producer.flush()
-            return {(c, f"raw/early/{i}") for c in countries}
-
-        warm_up(publish, watch, warmup, rate)
-        sent: dict[str, float] = {}
-        for i in paced(notices, rate):
-            nid = f"raw/{i}"
-            sent[nid] = time.time()
-            for c in countries:
-                producer.send(names.notices(c), key=nid.encode(), value=payload)
-            producer.flush()
-        left = watch.wait_for({(c, nid) for c in countries for nid in sent}, 60)
-        stop.set()
-        thread.join(30)
-        producer.close()
-        watch.close()
-        if left:
-            raise RuntimeError(f"baseline: {len(left)} replies never came back")
-        return latencies(sent, watch, countries)
+def blocks_of(total: int, blocks: int) -> list[int]:
+    """``total`` notices in ``blocks`` blocks as even as can be (at most ``total`` blocks)."""
+    n = max(1, min(blocks, total))
+    return [total // n + (1 if i < total % n else 0) for i in range(n)]

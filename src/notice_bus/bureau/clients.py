@@ -9,7 +9,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from notice_bus.runtime.identity import check_access
-from notice_bus.runtime.kafka import connecting, kafka_config, unreachable
+from notice_bus.runtime.kafka import FETCH_WAIT_MS, connecting, kafka_config, unreachable
 from notice_bus.runtime.settings import Settings
 
 
@@ -37,6 +37,7 @@ def open_clients(
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_records=settings.batch_size,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             session_timeout_ms=settings.session_timeout_ms,
             heartbeat_interval_ms=max(1000, settings.session_timeout_ms // 4),
             group_instance_id=instance_id,

@@ -271,6 +271,16 @@ def admin_client(settings: Settings) -> Any:
         raise unreachable(settings, exc) from exc
 
 
+#: How long a broker holds a consumer's fetch when it has no data for it. A consumer has one
+#: fetch in flight per broker, and leaves out of it the partitions whose records it still
+#: holds: with Kafka's 500 ms, a fetch for a lane's idle partitions (reminders) held back the
+#: next read of its busy one, up to half a second per megabyte of a bootstrap (kafka-python's
+#: debug log: an empty FetchResponse after 521 ms, the notices partition "skipped" behind it).
+#: Data arriving ends the wait at once, so a shorter one costs live traffic nothing; an idle
+#: consumer pays one small request per broker every 100 ms. The adapter's and the tracker's.
+FETCH_WAIT_MS = 100
+
+
 def poll_or_none(consumer: Any, wait_ms: int, who: str) -> dict[Any, list[Any]] | None:
     """``consumer.poll``, or None if it failed. kafka-python 3.0 raises from poll when it
     cannot reach the coordinator (say, a broker restarting); the caller's loop, and with it the

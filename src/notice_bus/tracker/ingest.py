@@ -45,6 +45,7 @@ from notice_bus.errors import (
 from notice_bus.runtime.committer import Committer
 from notice_bus.runtime.db import as_utc, dialect_insert, make_engine, transaction
 from notice_bus.runtime.kafka import (
+    FETCH_WAIT_MS,
     connecting,
     kafka_config,
     keep_trying,
@@ -177,6 +178,7 @@ class Tracker:
                 auto_offset_reset="earliest",
                 isolation_level="read_committed",
                 max_poll_records=5000,
+                fetch_max_wait_ms=FETCH_WAIT_MS,
             )
         except KafkaError as exc:
             raise unreachable(self.settings, exc) from exc

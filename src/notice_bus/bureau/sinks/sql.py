@@ -9,9 +9,10 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Text, and_, insert, or_, select, text, update
+from sqlalchemy import Text, and_, insert, or_, select, text, update
 from sqlalchemy import cast as cast_to
 
+from notice_bus.bureau.sinks.rows import COLUMNS, JSON_COLUMNS, copy_values, row_of
 from notice_bus.bureau.sinks.sink import BufferedSink, Health
 from notice_bus.bureau.sinks.tables import LOCAL_REMINDER, LOCAL_RESPONSE, LOCAL_TABLES, RED_NOTICE
 from notice_bus.errors import NoticeBusError
@@ -45,8 +46,6 @@ _TABLE: Any = RED_NOTICE
 _COPY_FROM = 200
 _BAD_LOOK_EVERY_S = 60.0  # how often responses() looks for mistyped answers
 _STAGE = stage_of(RED_NOTICE)
-_COLUMNS = [c.name for c in RED_NOTICE.c]
-_JSON_COLUMNS = {c.name for c in RED_NOTICE.c if isinstance(c.type, JSON)}
 _CANCEL_COLUMNS = (
     "version",
     "status",
@@ -89,9 +88,9 @@ class SqlSink(BufferedSink):
         self._staged: tuple[Any, Any] | None = None
         self._staged_forced: tuple[Any, Any] | None = None
         if self.engine.dialect.name == "postgresql":
-            staged = select(*[_STAGE.c[n] for n in _COLUMNS])
-            self._staged = _upserts(insert(_TABLE).from_select(_COLUMNS, staged))
-            forced = insert(_TABLE).from_select(_COLUMNS, staged)
+            staged = select(*[_STAGE.c[n] for n in COLUMNS])
+            self._staged = _upserts(insert(_TABLE).from_select(COLUMNS, staged))
+            forced = insert(_TABLE).from_select(COLUMNS, staged)
             self._staged_forced = _upserts(forced, force=True)
 
     def flush(self) -> None:
@@ -112,23 +111,23 @@ class SqlSink(BufferedSink):
 
     def _write(self, events: Sequence[NoticeEvent], upserts: tuple[Any, Any], staged: Any) -> None:
         now = self._clock()
-        active = [_row(e, now) for e in events if e.action is not Action.CANCEL]
-        cancels = [_row(e, now) for e in events if e.action is Action.CANCEL]
+        active = [e for e in events if e.action is not Action.CANCEL]
+        cancels = [e for e in events if e.action is Action.CANCEL]
         with transaction(self.engine) as conn:
-            for i, rows in enumerate((active, cancels)):
-                if staged is not None and len(rows) >= _COPY_FROM:
-                    fill_stage(conn, _STAGE, [_values(row) for row in rows])
+            for i, group in enumerate((active, cancels)):
+                if staged is not None and len(group) >= _COPY_FROM:
+                    fill_stage(conn, _STAGE, [copy_values(e, now) for e in group])
                     conn.execute(staged[i])
-                elif rows:
-                    conn.execute(upserts[i], rows)
+                elif group:
+                    conn.execute(upserts[i], [row_of(e, now) for e in group])
 
     def entries(self) -> Iterator[Entry]:
         """Every row of ``red_notice`` as an entry, streamed from one SELECT. The JSON columns
         come as text and are parsed in one ``json.loads`` per row (six per row were most of
         the time of a listing)."""
         t = _TABLE
-        plain = [n for n in CONTENT_FIELDS if n not in _JSON_COLUMNS]
-        lists = [n for n in CONTENT_FIELDS if n in _JSON_COLUMNS]
+        plain = [n for n in CONTENT_FIELDS if n not in JSON_COLUMNS]
+        lists = [n for n in CONTENT_FIELDS if n in JSON_COLUMNS]
         query = select(
             t.c.notice_id,
             t.c.version,
@@ -247,38 +246,3 @@ def _upserts(stmt: Any, *, force: bool = False) -> tuple[Any, Any]:
         where=not_older if force else newer,
     )
     return active, cancel
-
-
-def _values(row: dict[str, Any]) -> list[Any]:
-    """A row as COPY takes it: values in column order, JSON columns as JSON text; an unknown
-    list (None) as SQL NULL, as the upsert stores it."""
-    return [
-        json.dumps(row[n]) if n in _JSON_COLUMNS and row[n] is not None else row[n]
-        for n in _COLUMNS
-    ]
-
-
-def _row(event: NoticeEvent, now: datetime) -> dict[str, Any]:
-    row: dict[str, Any] = dict.fromkeys(_COLUMNS)
-    for name in (
-        "nationalities",
-        "eyes_colors_id",
-        "hairs_id",
-        "languages_spoken_ids",
-        "arrest_warrants",
-        "images",
-    ):
-        row[name] = []
-    if event.person is not None:
-        row.update(event.person.to_avro())
-    row.update(
-        notice_id=event.notice_id,
-        version=event.version,
-        status=WITHDRAWN if event.action is Action.CANCEL else ACTIVE,
-        requesting_country=event.requesting_country,
-        withdrawn_reason=event.reason if event.action is Action.CANCEL else None,
-        event_id=event.event_id,
-        published_at=event.published_at,
-        recorded_at=now,
-    )
-    return row
