@@ -17,6 +17,9 @@ bench/common.py), and BENCH_ONLY=<part> runs one part. The parts, in the order o
                  replicas of every topic, both up at once, alternating blocks of notices
     report       `notice-bus report` over 1,000,000 acknowledgement rows
 
+and, only when asked for (BENCH_ONLY=fetchcost), what replication costs a local cluster's
+brokers under a few follower-fetch settings (bench/fetch_cost.py).
+
 The defaults are the ones the figures in README.md were measured with.
 """
 
@@ -28,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import copies_bench, ingest, replicated, report_bench, review_bench, stalls
+from bench import copies_bench, fetch_cost, ingest, replicated, report_bench, review_bench, stalls
 from bench.baseline import raw_session
 from bench.cluster import Cluster, handshakes, plain_cluster, secured_cluster
 from bench.common import (
@@ -276,8 +279,11 @@ def review(cluster: Cluster, pg_url: str, tmp: Path) -> None:
 
 def main() -> None:
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="notice-bus-bench-"))
     only = os.environ.get("BENCH_ONLY", "")
+    if only == "fetchcost":  # asked for by name only: no PostgreSQL, no other broker
+        record(fetch_cost.fetch_cost())
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="notice-bus-bench-"))
     if only in ("", "stalls"):  # its own brokers, one at a time, before anything else runs
         record(stalls.stalls(tmp))
     with postgres() as pg_url:
@@ -302,6 +308,7 @@ def main() -> None:
             secured(plain, pg_url, tmp)
     if only in ("", "report"):
         report_bench.main()
+
     say(f"bench done in {time.monotonic() - started:.0f} s; figures in bench/results.json")
 
 
