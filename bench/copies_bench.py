@@ -39,25 +39,25 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from kafka import KafkaConsumer, TopicPartition
 
 from bench.cluster import Cluster
 from bench.common import drop_topics, say
+from bench.copies_damage import PER_KIND, check_damaged, checked_figures, damage, show_checked
+from bench.copies_wire import Wire, end_offsets, topic_records, written
+from bench.figures import spread
 from bench.ingest import hq_corpus, load_copy, new_database
 from notice_bus.bureau.copies import CopyChecker
 from notice_bus.bureau.sinks.sql import SqlSink
-from notice_bus.bureau.sinks.tables import RED_NOTICE
-from notice_bus.hq.generate import make_drafts, revise
+from notice_bus.hq.generate import revise
 from notice_bus.hq.intake import Intake
 from notice_bus.hq.manifest import Manifests, expected_entries
 from notice_bus.hq.publisher import HQ
-from notice_bus.runtime.kafka import kafka_config
 from notice_bus.runtime.settings import Settings
 from notice_bus.trust.pki import issue
 from notice_bus.wire.digest import Entry
@@ -67,64 +67,19 @@ from notice_bus.wire.manifest import (
     EXTRA,
     KINDS,
     MANIFEST,
-    MISSING,
-    RESURRECTED,
-    STALE,
     CopyCheck,
     CopyStatus,
-    Manifest,
-    kind_of,
 )
-from notice_bus.wire.model import ACTIVE, WITHDRAWN, Action, NoticeEvent, utcnow
+from notice_bus.wire.model import WITHDRAWN
 from notice_bus.wire.topics import TopicNames, init_topics
 
 COUNTRY = "ZZ"
 UPDATED = 200  # notices updated after the country joined (version 2)
 CANCELLED = 200  # notices cancelled after it joined (WITHDRAWN)
-PER_KIND = 20  # differences made of each kind: 100 in all
 REPEAT = 5  # verifications of the identical PostgreSQL copy
 REPEAT_SQLITE = 3
 WIRE_BUDGET = 64 * 1024  # the issue's bound for an identical copy's messages
 TARGET_S = 5.0  # the issue's target for verifying it
-
-
-@dataclass
-class Wire:
-    """The records written on the verification's topics between two sets of end offsets."""
-
-    records: int = 0
-    bytes: int = 0
-    by_kind: dict[str, tuple[int, int]] = field(default_factory=dict)  # kind: (records, bytes)
-    headers: dict[str, set[str]] = field(default_factory=dict)  # kind: its records' headers
-
-    def figures(self) -> dict[str, dict[str, int]]:
-        return {k: {"records": n, "bytes": b} for k, (n, b) in sorted(self.by_kind.items())}
-
-    def text(self) -> str:
-        kinds = ", ".join(f"{k} {n} ({b:,} B)" for k, (n, b) in sorted(self.by_kind.items()))
-        return f"{self.bytes:,} B in {self.records} records: {kinds}"
-
-
-class TimedChecker(CopyChecker):
-    """The bureau's checker, unchanged, with the seconds of its two slow parts kept: the round
-    trip to HQ for the differing buckets, and the mend (reading ``notices.CC``, writing)."""
-
-    ask_s = 0.0
-    mend_s = 0.0
-
-    def _ask_hq(self, manifest: Manifest, buckets: Sequence[int]) -> dict[int, Sequence[Entry]]:
-        began = time.perf_counter()
-        try:
-            return super()._ask_hq(manifest, buckets)
-        finally:
-            self.ask_s = time.perf_counter() - began
-
-    def _mend(self, found: Sequence[tuple[str, str, Entry | None]]) -> set[str]:
-        began = time.perf_counter()
-        try:
-            return super()._mend(found)
-        finally:
-            self.mend_s = time.perf_counter() - began
 
 
 def trust(tmp: Path, base: Settings) -> tuple[Settings, Settings]:
@@ -175,51 +130,6 @@ def build(hq: HQ, settings: Settings) -> tuple[int, list[str], list[str]]:
         hq.cancel(d.notice_id, "arrested", relay=False)
     hq.relay()
     return queued, [d.notice_id for d in updated], [d.notice_id for d in cancelled]
-
-
-def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    consumer = KafkaConsumer(**kafka_config(settings, "bench-copies-wire"))
-    try:
-        parts = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        return dict(consumer.end_offsets(parts))
-    finally:
-        consumer.close()
-
-
-def written(
-    settings: Settings, before: Mapping[TopicPartition, int], after: Mapping[TopicPartition, int]
-) -> Wire:
-    """The records between ``before`` and ``after``, read back from the broker."""
-    wire = Wire()
-    todo = {tp: (before[tp], end) for tp, end in after.items() if end > before[tp]}
-    if not todo:
-        return wire
-    consumer = KafkaConsumer(**kafka_config(settings, "bench-copies-wire"))
-    try:
-        consumer.assign(list(todo))
-        for tp, (start, _) in todo.items():
-            consumer.seek(tp, start)
-        deadline = time.monotonic() + 60
-        while any(consumer.position(tp) < end for tp, (_, end) in todo.items()):
-            if time.monotonic() > deadline:
-                raise RuntimeError("copies: the verification's records could not be read back")
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for r in records:
-                    if r.offset >= todo[tp][1]:
-                        continue
-                    size = len(r.key or b"") + len(r.value or b"")
-                    size += sum(len(k.encode()) + len(v or b"") for k, v in r.headers or ())
-                    kind = kind_of(r.headers) or f"other ({tp.topic})"
-                    wire.headers.setdefault(kind, set()).update(k for k, _ in r.headers or ())
-                    n, b = wire.by_kind.get(kind, (0, 0))
-                    wire.by_kind[kind] = (n + 1, b + size)
-                    wire.records += 1
-                    wire.bytes += size
-    finally:
-        consumer.close()
-    return wire
 
 
 @dataclass
@@ -282,24 +192,6 @@ def warm_manifests(hq: HQ) -> list[float]:
     return runs
 
 
-def topic_records(settings: Settings, topic: str) -> int:
-    """How many records ``topic`` holds (partition 0): what a mend reads from its start."""
-    consumer = KafkaConsumer(**kafka_config(settings, "bench-copies-wire"))
-    try:
-        tp = TopicPartition(topic, 0)
-        return int(consumer.end_offsets([tp])[tp] - consumer.beginning_offsets([tp])[tp])
-    finally:
-        consumer.close()
-
-
-def spread(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "min_s": round(min(values), 3),
-        "median_s": round(statistics.median(values), 3),
-        "max_s": round(max(values), 3),
-    }
-
-
 def show_spread(label: str, runs: Sequence[Verified]) -> dict[str, Any]:
     parts = {
         "total": [r.total_s for r in runs],
@@ -311,7 +203,7 @@ def show_spread(label: str, runs: Sequence[Verified]) -> dict[str, Any]:
     say(f"  {label}, {len(runs)} runs, min / median / max:")
     for name, values in parts.items():
         s = spread(values)
-        say(f"    {name:14} {s['min_s']:6.2f} / {s['median_s']:6.2f} / {s['max_s']:6.2f} s")
+        say(f"    {name:14} {s['min']:6.2f} / {s['median']:6.2f} / {s['max']:6.2f} s")
     say(f"    wire: {runs[0].wire.text()} (every run: {sorted({r.wire.bytes for r in runs})})")
     seen = sorted(runs[0].wire.headers.items())
     heads = "; ".join(f"{kind}: {', '.join(sorted(names))}" for kind, names in seen)
@@ -326,113 +218,6 @@ def show_spread(label: str, runs: Sequence[Verified]) -> dict[str, Any]:
             k: {"records": n, "bytes": b} for k, (n, b) in runs[0].wire.by_kind.items()
         },
     }
-
-
-def damage(
-    url: str, updated: list[str], cancelled: list[str], hq_entries: list[Entry]
-) -> dict[str, list[str]]:
-    """``PER_KIND`` differences of each kind in the copy at ``url``; the ids by kind."""
-    untouched = sorted(e.notice_id for e in hq_entries if e.state == ACTIVE and e.version == 1)
-    made = {
-        MISSING: untouched[:PER_KIND],
-        ALTERED: untouched[PER_KIND : 2 * PER_KIND],
-        STALE: updated[:PER_KIND],
-        RESURRECTED: cancelled[:PER_KIND],
-    }
-    t = RED_NOTICE
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.delete(t).where(t.c.notice_id.in_(made[MISSING])))
-            conn.execute(  # the update never applied
-                sa.update(t).where(t.c.notice_id.in_(made[STALE])).values(version=1)
-            )
-            conn.execute(  # cancelled notices brought back into service
-                sa.update(t)
-                .where(t.c.notice_id.in_(made[RESURRECTED]))
-                .values(status=ACTIVE, withdrawn_reason=None)
-            )
-            conn.execute(  # a name changed by hand
-                sa.update(t)
-                .where(t.c.notice_id.in_(made[ALTERED]))
-                .values(name=sa.func.upper(t.c.name) + " (EDITED)")
-            )
-    finally:
-        engine.dispose()
-    extra = make_drafts(PER_KIND, seed=99, first_number=900000)  # never sent by HQ
-    foreign = SqlSink(url)
-    try:
-        foreign.force(
-            [
-                NoticeEvent(
-                    notice_id=d.notice_id,
-                    version=1,
-                    action=Action.PUBLISH,
-                    requesting_country=d.requesting_country,
-                    published_at=utcnow(),
-                    target_countries=(),
-                    person=d.person,
-                )
-                for d in extra
-            ]
-        )
-    finally:
-        foreign.close()
-    made[EXTRA] = [d.notice_id for d in extra]
-    return made
-
-
-@dataclass
-class Checked:
-    hq_s: float
-    fetch_s: float
-    check_s: float
-    ask_s: float
-    mend_s: float
-    total_s: float
-    wire: Wire
-    result: CopyCheck
-
-
-def check_damaged(hq: HQ, bureau: Settings, url: str, topics: Sequence[str]) -> Checked:
-    """HQ publishes a manifest; the bureau checks with ``repair = "mend"`` (the review
-    service answers its query) and reports."""
-    manifests = Manifests(hq)
-    sink = SqlSink(url)
-    checker = TimedChecker(bureau.with_(repair="mend"), COUNTRY, sink)
-    try:
-        before = end_offsets(bureau, topics)
-        t0 = time.perf_counter()
-        [sent] = manifests.publish_all([COUNTRY])
-        t1 = time.perf_counter()
-        manifest = checker.latest_manifest()
-        t2 = time.perf_counter()
-        if manifest is None or manifest.manifest_id != sent.manifest_id:
-            raise RuntimeError("copies: the bureau did not read HQ's manifest")
-        result = checker.check_once(manifest)
-        t3 = time.perf_counter()
-    finally:
-        checker.close()
-        sink.close()
-    wire = written(bureau, before, end_offsets(bureau, topics))
-    return Checked(t1 - t0, t2 - t1, t3 - t2, checker.ask_s, checker.mend_s, t3 - t0, wire, result)
-
-
-def counts_text(result: CopyCheck) -> str:
-    return ", ".join(f"{result.counts.get(k, 0)} {k}" for k in KINDS)
-
-
-def show_checked(label: str, c: Checked) -> None:
-    r = c.result
-    say(
-        f"  {label}: {r.status} {counts_text(r)}; {r.mended} mended"
-        + (f"; reason: {r.reason}" if r.reason else "")
-    )
-    say(
-        f"    {c.total_s:.2f} s: HQ manifest {c.hq_s:.2f}, fetch {c.fetch_s:.2f}, check and"
-        f" report {c.check_s:.2f} (of which HQ's answer {c.ask_s:.2f}, mend {c.mend_s:.2f})"
-    )
-    say(f"    wire: {c.wire.text()}")
 
 
 def copies(cluster: Cluster, pg_url: str, tmp: Path) -> dict[str, Any]:
@@ -484,7 +269,7 @@ def copies(cluster: Cluster, pg_url: str, tmp: Path) -> dict[str, Any]:
         out["copies_verify_pg"]["hq_manifest_hashes_known"] = warm
         say(
             f"    HQ manifest with its hashes known (the running service's every round after"
-            f" its first): {warm['min_s']:.2f} / {warm['median_s']:.2f} / {warm['max_s']:.2f} s"
+            f" its first): {warm['min']:.2f} / {warm['median']:.2f} / {warm['max']:.2f} s"
         )
         lite_runs = [
             verify_identical(hq, bureau, lite_copy, topics, "SQLite") for _ in range(REPEAT_SQLITE)
@@ -502,11 +287,11 @@ def copies(cluster: Cluster, pg_url: str, tmp: Path) -> dict[str, Any]:
         service = threading.Thread(target=intake.run, args=(stop,), name="review", daemon=True)
         service.start()
         try:
-            first = check_damaged(hq, bureau, pg_copy, topics)
+            first = check_damaged(hq, bureau, COUNTRY, pg_copy, topics)
             show_checked("first check", first)
             read = topic_records(base, names.notices(COUNTRY))
             say(f"    the mend read {names.notices(COUNTRY)} from its start: {read:,} records")
-            second = check_damaged(hq, bureau, pg_copy, topics)
+            second = check_damaged(hq, bureau, COUNTRY, pg_copy, topics)
             show_checked("second check", second)
         finally:
             stop.set()
@@ -551,20 +336,3 @@ def copies(cluster: Cluster, pg_url: str, tmp: Path) -> dict[str, Any]:
     out["copies_verify_target_s"] = TARGET_S
     out["copies_wire_budget_bytes"] = WIRE_BUDGET
     return out
-
-
-def checked_figures(c: Checked) -> dict[str, Any]:
-    return {
-        "status": c.result.status.value,
-        "counts": dict(c.result.counts),
-        "mended": c.result.mended,
-        "total_s": round(c.total_s, 3),
-        "hq_manifest_s": round(c.hq_s, 3),
-        "bureau_fetch_s": round(c.fetch_s, 3),
-        "bureau_check_and_report_s": round(c.check_s, 3),
-        "hq_answer_round_trip_s": round(c.ask_s, 3),
-        "mend_s": round(c.mend_s, 3),
-        "wire_bytes": c.wire.bytes,
-        "wire_records": c.wire.records,
-        "wire_by_kind": c.wire.figures(),
-    }
