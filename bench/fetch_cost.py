@@ -72,12 +72,14 @@ def measure(extra: Sequence[str], countries: Sequence[str]) -> dict[str, Any]:
         producer = KafkaProducer(**kafka_config(settings, "bench-fetch-cost", producer=True))
         pids = [node.pid for node in cluster.nodes if node.pid is not None]
         latencies: list[float] = []
+        refused: list[Exception] = []
 
         def send(n: int) -> None:
             began = time.perf_counter()
-            producer.send(topics[n % len(topics)], value=b"x" * 600).add_callback(
-                lambda _meta: latencies.append(time.perf_counter() - began)
-            )
+            # a key: the notices topics are compacted, and refuse a record without one
+            sent = producer.send(topics[n % len(topics)], key=b"%d" % n, value=b"x" * 600)
+            sent.add_callback(lambda _meta: latencies.append(time.perf_counter() - began))
+            sent.add_errback(refused.append)
 
         def at_rate(seconds: float) -> None:
             start, n = time.perf_counter(), 0
@@ -97,6 +99,8 @@ def measure(extra: Sequence[str], countries: Sequence[str]) -> dict[str, Any]:
         time.sleep(IDLE_SECONDS)
         idle = (cpu_seconds(pids) - cpu) / (time.monotonic() - wall)
         producer.close()
+    if refused or not latencies:
+        raise RuntimeError(f"fetch cost: {len(refused)} records refused, first {refused[:1]}")
     latencies.sort()
     return {
         "settings": list(extra),
