@@ -5,6 +5,7 @@ the broker's memory-mapped indexes held produce requests for seconds (README, Pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +39,15 @@ def test_the_request_log_splits_a_produce_requests_time(
     )
     producer.send(topic, key=b"2026/1", value=b"x").get(timeout=30)
     producer.close()
-    logged = slow_requests(logging_broker.workdir / "requests.log")
-    produced = [r for r in logged if r.api == "PRODUCE"]
+    # The broker logs a request once its response is sent: the client can have its answer
+    # before the line is in the file.
+    deadline = time.monotonic() + 10
+    while True:
+        logged = slow_requests(logging_broker.workdir / "requests.log")
+        produced = [r for r in logged if r.api == "PRODUCE"]
+        if produced or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert produced, "the broker logged no PRODUCE request"
     last = produced[-1]
     parts = last.queue_ms + last.local_ms + last.remote_ms + last.response_queue_ms + last.send_ms
