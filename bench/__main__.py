@@ -48,7 +48,8 @@ from bench.common import (
     say,
 )
 from bench.figures import figures, growth_figures, part_p50, show, spread, spread_text
-from bench.propagation import Latencies, RunResult, adapters, alternate, blocks_of, run_adapters
+from bench.latencies import Latencies
+from bench.propagation import RunResult, adapters, alternate, blocks_of, run_adapters
 from bench.report_bench import country_codes
 
 REVIEW_PER_PATH = int(os.environ.get("BENCH_REVIEW_NOTICES", "300"))  # each of publish, request

@@ -22,7 +22,8 @@ from pathlib import Path
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from bench.cluster import Cluster
-from bench.propagation import AckWatch, Latencies, latencies, paced, run_topics, warm_up
+from bench.latencies import Latencies
+from bench.propagation import AckWatch, latencies, paced, run_topics, warm_up
 from notice_bus.runtime.kafka import kafka_config
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.topics import TopicNames

@@ -123,6 +123,21 @@ class Checked:
     result: CopyCheck
 
 
+def publish_and_fetch(
+    manifests: Manifests, checker: CopyChecker, country: str, label: str
+) -> tuple[Manifest, int, float, float]:
+    """HQ publishes ``country``'s manifest and its bureau reads it back: the manifest, the
+    entries HQ sent, and the seconds of each of the two steps."""
+    t0 = time.perf_counter()
+    [sent] = manifests.publish_all([country])
+    t1 = time.perf_counter()
+    manifest = checker.latest_manifest()
+    t2 = time.perf_counter()
+    if manifest is None or manifest.manifest_id != sent.manifest_id:
+        raise RuntimeError(f"copies ({label}): the bureau did not read HQ's manifest")
+    return manifest, sent.count, t1 - t0, t2 - t1
+
+
 def check_damaged(
     hq: HQ, bureau: Settings, country: str, url: str, topics: Sequence[str]
 ) -> Checked:
@@ -133,20 +148,16 @@ def check_damaged(
     checker = TimedChecker(bureau.with_(repair="mend"), country, sink)
     try:
         before = end_offsets(bureau, topics)
-        t0 = time.perf_counter()
-        [sent] = manifests.publish_all([country])
-        t1 = time.perf_counter()
-        manifest = checker.latest_manifest()
-        t2 = time.perf_counter()
-        if manifest is None or manifest.manifest_id != sent.manifest_id:
-            raise RuntimeError("copies: the bureau did not read HQ's manifest")
+        manifest, _, hq_s, fetch_s = publish_and_fetch(manifests, checker, country, "damaged")
+        began = time.perf_counter()
         result = checker.check_once(manifest)
-        t3 = time.perf_counter()
+        check_s = time.perf_counter() - began
     finally:
         checker.close()
         sink.close()
     wire = written(bureau, before, end_offsets(bureau, topics))
-    return Checked(t1 - t0, t2 - t1, t3 - t2, checker.ask_s, checker.mend_s, t3 - t0, wire, result)
+    total_s = hq_s + fetch_s + check_s
+    return Checked(hq_s, fetch_s, check_s, checker.ask_s, checker.mend_s, total_s, wire, result)
 
 
 def counts_text(result: CopyCheck) -> str:

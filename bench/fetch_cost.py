@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from kafka import KafkaProducer
@@ -21,7 +20,6 @@ from kafka import KafkaProducer
 from bench.common import say
 from bench.report_bench import country_codes
 from notice_bus.runtime.kafka import kafka_config
-from notice_bus.runtime.local_broker import LocalBroker
 from notice_bus.runtime.local_cluster import LocalCluster
 from notice_bus.runtime.settings import Settings
 from notice_bus.wire.topics import TopicNames, init_topics
@@ -30,11 +28,11 @@ SECONDS = int(os.environ.get("BENCH_FETCH_SECONDS", "60"))
 IDLE_SECONDS = 15
 RATE = 392  # records/s into each of the notices and the acks topics: 2 notices/s x 196
 
-#: The follower-fetch settings compared; () is Kafka's defaults.
-VARIANTS: tuple[tuple[str, ...], ...] = (
-    (),
-    ("replica.fetch.wait.max.ms=25", "replica.fetch.min.bytes=65536"),
-    ("num.replica.fetchers=4",),
+#: The follower-fetch settings compared; {} is Kafka's defaults.
+VARIANTS: tuple[dict[str, str], ...] = (
+    {},
+    {"replica.fetch.wait.max.ms": "25", "replica.fetch.min.bytes": "65536"},
+    {"num.replica.fetchers": "4"},
 )
 
 
@@ -48,23 +46,8 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def cluster_with(extra: Sequence[str]) -> Iterator[LocalCluster]:
-    """A local three-node cluster whose nodes also get the ``extra`` ``key=value`` settings.
-    LocalCluster takes no settings of its own; its nodes' thread settings are where a line can
-    join, so this wraps that one static method for the cluster's start and no longer."""
-    threads = LocalBroker.__dict__["_threads"]
-    LocalBroker._threads = staticmethod(lambda nodes: [*threads.__func__(nodes), *extra])  # type: ignore[method-assign]
-    try:
-        with LocalCluster(brokers=3) as cluster:
-            LocalBroker._threads = threads  # type: ignore[method-assign]
-            yield cluster
-    finally:
-        LocalBroker._threads = threads  # type: ignore[method-assign]
-
-
-def measure(extra: Sequence[str], countries: Sequence[str]) -> dict[str, Any]:
-    with cluster_with(extra) as cluster:
+def measure(extra: dict[str, str], countries: Sequence[str]) -> dict[str, Any]:
+    with LocalCluster(brokers=3, overrides=extra) as cluster:
         settings = Settings(bootstrap_servers=cluster.bootstrap_servers)
         init_topics(settings, countries)
         names = TopicNames(settings.topic_prefix)
@@ -103,7 +86,7 @@ def measure(extra: Sequence[str], countries: Sequence[str]) -> dict[str, Any]:
         raise RuntimeError(f"fetch cost: {len(refused)} records refused, first {refused[:1]}")
     latencies.sort()
     return {
-        "settings": list(extra),
+        "settings": [f"{k}={v}" for k, v in extra.items()],
         "records": len(latencies),
         "brokers_cpu_idle_pct": round(100 * idle, 1),
         "brokers_cpu_busy_pct": round(100 * busy, 1),
@@ -123,7 +106,7 @@ def fetch_cost() -> dict[str, Any]:
     for extra in VARIANTS:
         row = measure(extra, countries)
         rows.append(row)
-        name = ", ".join(extra) or "Kafka's defaults"
+        name = ", ".join(row["settings"]) or "Kafka's defaults"
         say(
             f"  {name:62} idle {row['brokers_cpu_idle_pct']:5.1f}%"
             f"  busy {row['brokers_cpu_busy_pct']:5.1f}%  send p50 {row['send_p50_ms']:.0f} ms"

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.common import say
-from bench.propagation import Latencies, RunResult, quantile
+from bench.latencies import Latencies, quantile
+from bench.propagation import RunResult
 
 
 def figures(lat: Latencies) -> dict[str, Any]:

@@ -20,7 +20,6 @@ import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from bench.cluster import Cluster
 from bench.common import drop_topics, say, tree_peak_rss_mb
+from bench.latencies import Latencies
 from notice_bus.hq.generate import make_drafts
 from notice_bus.hq.publisher import HQ
 from notice_bus.runtime.kafka import kafka_config
@@ -41,46 +41,6 @@ from notice_bus.wire.model import AckStatus
 from notice_bus.wire.schema_registry import KafkaSchemaStore
 from notice_bus.wire.topics import TopicNames
 from notice_bus.wire.validation import Draft
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The nearest-rank quantile (no interpolation: every figure is a measured latency)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
-
-
-def summary(values: Sequence[float]) -> dict[str, float]:
-    return {
-        "p50": quantile(values, 0.50),
-        "p95": quantile(values, 0.95),
-        "p99": quantile(values, 0.99),
-        "max": max(values),
-        "n": len(values),
-    }
-
-
-@dataclass
-class Latencies:
-    """Seconds per (country, notice), with the overall and the worst country's summaries;
-    ``hq`` (HQ's publish call, which returns once the broker has every country's copy) and
-    ``adapter`` (from then to the RECORDED on the broker) are its two parts."""
-
-    by_country: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
-    hq: list[float] = field(default_factory=list)
-    adapter: list[float] = field(default_factory=list)
-    #: Per notice, when it was sent (epoch seconds) and its slowest country's latency.
-    timeline: list[tuple[float, float]] = field(default_factory=list)
-
-    def pauses(self, over_s: float = 1.0) -> int:
-        """How many notices some country waited more than ``over_s`` for."""
-        return sum(1 for _, worst in self.timeline if worst > over_s)
-
-    def overall(self) -> dict[str, float]:
-        return summary([v for vs in self.by_country.values() for v in vs])
-
-    def worst(self) -> tuple[str, dict[str, float]]:
-        cc = max(self.by_country, key=lambda c: quantile(self.by_country[c], 0.99))
-        return cc, summary(self.by_country[cc])
 
 
 class AckWatch:

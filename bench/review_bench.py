@@ -21,15 +21,8 @@ from typing import Any
 
 from bench.cluster import Cluster
 from bench.common import say
-from bench.propagation import (
-    AckWatch,
-    Latencies,
-    host_process,
-    latencies,
-    paced,
-    quantile,
-    run_topics,
-)
+from bench.latencies import Latencies, quantile
+from bench.propagation import AckWatch, host_process, latencies, paced, run_topics
 from notice_bus.bureau.requests import RequestSender
 from notice_bus.errors import TransientError
 from notice_bus.hq.generate import make_drafts

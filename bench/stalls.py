@@ -18,7 +18,7 @@ from typing import Any
 from bench.baseline import run_baseline
 from bench.cluster import Cluster
 from bench.common import say
-from bench.propagation import summary
+from bench.latencies import summary
 from bench.report_bench import country_codes
 from notice_bus.runtime.broker_logs import gc_pauses, slow_requests
 from notice_bus.runtime.local_broker import LocalBroker

@@ -40,7 +40,14 @@ from notice_bus.reports.charts import (
     outstanding_series,
     recent_notices,
 )
-from notice_bus.reports.formats import copy_cell
+from notice_bus.reports.html_tables import (
+    age_text,
+    copy_rows,
+    copy_table,
+    copy_td,
+    review_rows,
+    review_table,
+)
 from notice_bus.reports.metrics import last_sample_at
 from notice_bus.reports.report import CountryReport
 from notice_bus.runtime.db import as_utc, translate_errors
@@ -131,11 +138,11 @@ def render_html(
 <h2>HQ's review</h2>
 <p class="generated">Requests for notices from the bureaus: waiting for a reviewer, published
 (time from the request's arrival to its publication), refused, invalid.</p>
-<div class="table-box">{_review_table(parts.reviews)}</div>
+<div class="table-box">{review_table(parts.reviews)}</div>
 <h2>National copies</h2>
 <p class="generated">Each country's latest check of its national copy against HQ's manifest:
 the differences still there by kind (those the adapter did not mend).</p>
-<div class="table-box">{_copy_table(parts.copies)}</div>
+<div class="table-box">{copy_table(parts.copies)}</div>
 <h2>Lag per country</h2>
 {chart_html(parts.figures["chart-lag"], "chart-lag")}
 <h2>Outstanding notices over time</h2>
@@ -192,8 +199,8 @@ def page_parts(
         _rows(reports, now),
         figures,
         _security(reports),
-        _reviews(reports),
-        _copies(reports, now),
+        review_rows(reports),
+        copy_rows(reports, now),
     )
 
 
@@ -220,18 +227,10 @@ def _stale(now: datetime, last_sample: datetime | None, limit_s: float) -> str:
     if age <= limit_s:
         return ""
     return (
-        f"The tracker's last sample is {_age(age)} old"
+        f"The tracker's last sample is {age_text(age)} old"
         f" ({last_sample.strftime('%Y-%m-%d %H:%M:%S UTC')}): is it running?"
         " These figures are as of then and the statuses may be out of date."
     )
-
-
-def _age(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
 def _load(
@@ -310,102 +309,8 @@ def _rows(reports: Sequence[CountryReport], now: datetime) -> str:
             f'<td title="{waiting}">{r.outstanding}</td>'
             f"<td>{r.overdue_record + r.overdue_answer}</td>"
             + "".join(f"<td>{_num(v)}</td>" for v in values)
-            + f"<td>{_num(r.clock_skew_s, signed=True)}</td>{_copy_td(r, now)}</tr>"
+            + f"<td>{_num(r.clock_skew_s, signed=True)}</td>{copy_td(r, now)}</tr>"
         )
     if not rows:
         rows.append(f'<tr><td colspan="{len(_COLUMNS)}">{NOTHING}</td></tr>')
-    return "\n".join(rows)
-
-
-_REVIEW_COLUMNS: tuple[str, ...] = ("Country", "Waiting", "Held for", "Oldest waiting")
-_REVIEW_COLUMNS += ("Published",)
-_REVIEW_COLUMNS += ("P50 request → publication", "P95 request → publication")
-_REVIEW_COLUMNS += ("Refused", "Invalid")
-_NO_REQUESTS = "no requests for notices from the bureaus"
-
-
-def _review_table(rows: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _REVIEW_COLUMNS)
-    return f'<table id="reviews"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
-
-
-def _reviews(reports: Sequence[CountryReport]) -> str:
-    """HQ's review table's rows, as escaped HTML: every country that sent a request, the
-    longest waiting first. Reviews take hours: times as hours and minutes."""
-    asked = [
-        r
-        for r in reports
-        if r.requests_waiting + r.requests_published + r.requests_refused + r.requests_invalid
-    ]
-    asked.sort(key=lambda r: (-(r.request_oldest_waiting_s or 0), -r.requests_waiting, r.country))
-    rows = []
-    for r in asked:
-        cc = html.escape(r.country)
-        times = (r.request_oldest_waiting_s, r.request_p50_s, r.request_p95_s)
-        oldest, p50, p95 = ("-" if t is None else _age(round(t)) for t in times)
-        held = html.escape(", ".join(r.requests_held_for)) or "-"
-        rows.append(
-            f'<tr data-requester="{cc}"><td class="country">{cc}</td>'
-            f"<td>{r.requests_waiting}</td><td>{held}</td><td>{oldest}</td>"
-            f"<td>{r.requests_published}</td>"
-            f"<td>{p50}</td><td>{p95}</td>"
-            f"<td>{r.requests_refused}</td><td>{r.requests_invalid}</td></tr>"
-        )
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(_REVIEW_COLUMNS)}">{_NO_REQUESTS}</td></tr>')
-    return "\n".join(rows)
-
-
-def _copy_td(r: CountryReport, now: datetime) -> str:
-    """The national copy's cell: "ok 2m03s", "drift 5" (by kind on hovering), "unverif."."""
-    css = f"copy copy-{(r.copy_status or 'none').lower()}" if r.copy_status else "copy"
-    if r.copy_status == "DRIFT" and not r.copy_drift:
-        css = "copy"  # all mended
-    title = _drift_text(r)
-    if r.copy_reason:
-        title = f"{title}; {r.copy_reason}" if title else r.copy_reason
-    hover = f' title="{html.escape(title)}"' if title else ""
-    return f'<td class="{css}"{hover}>{html.escape(copy_cell(r, now))}</td>'
-
-
-def _drift_text(r: CountryReport) -> str:
-    return ", ".join(f"{kind} {n}" for kind, n in r.copy_drift.items())
-
-
-_COPY_COLUMNS: tuple[str, ...] = ("Country", "Copy", "Checked", "Last verified")
-_COPY_COLUMNS += ("Differences still there", "Mended", "Examples", "Reason")
-_NO_COPIES = "no copy checks from the bureaus"
-
-
-def _copy_table(rows: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COPY_COLUMNS)
-    return f'<table id="copies"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
-
-
-def _copies(reports: Sequence[CountryReport], now: datetime) -> str:
-    """The national copies table's rows, as escaped HTML: every country that reported a
-    copy check, those whose copy drifted first."""
-    checked = [r for r in reports if r.copy_status]
-    order = {"DRIFT": 0, "UNVERIFIABLE": 1, "VERIFIED": 2}
-    checked.sort(
-        key=lambda r: (order.get(r.copy_status or "", 3), -sum(r.copy_drift.values()), r.country)
-    )
-    rows = []
-    for r in checked:
-        cc, status = html.escape(r.country), html.escape(r.copy_status or "")
-        css = f"copy-{status.lower()}" if status != "DRIFT" or r.copy_drift else ""
-        times = (r.copy_checked_at, r.copy_verified_at)
-        checked_ago, verified_ago = (
-            "-" if t is None else f"{_age(max((now - t).total_seconds(), 0))} ago" for t in times
-        )
-        examples = ", ".join(f"{n} ({k})" for n, k in r.copy_examples)
-        rows.append(
-            f'<tr data-copy="{cc}"><td class="country">{cc}</td>'
-            f'<td class="{css}">{status}</td><td>{checked_ago}</td><td>{verified_ago}</td>'
-            f"<td>{html.escape(_drift_text(r)) or '-'}</td><td>{r.copy_mended}</td>"
-            f"<td>{html.escape(examples) or '-'}</td>"
-            f"<td>{html.escape(r.copy_reason or '') or '-'}</td></tr>"
-        )
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(_COPY_COLUMNS)}">{_NO_COPIES}</td></tr>')
     return "\n".join(rows)

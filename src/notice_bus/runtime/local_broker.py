@@ -23,6 +23,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -100,6 +101,7 @@ class LocalBroker:
         cluster_id: str | None = None,
         replicas: int = 1,
         request_log: bool = False,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
         """``workdir``: a folder to keep the data in (and find it again); default a temporary
         one in memory (:func:`scratch_dir`), removed by :meth:`stop`. ``port``: the client
@@ -109,8 +111,10 @@ class LocalBroker:
         ``node_id``, the cluster's id (unless its storage has one), ``replicas`` (the nodes'
         count, up to 3) and, in :attr:`voters`, every controller of the quorum. ``request_log``:
         every request the broker completes goes to ``requests.log`` with its split of the time
-        (:mod:`~notice_bus.runtime.broker_logs`; ``gc.log`` is always written)."""
+        (:mod:`~notice_bus.runtime.broker_logs`; ``gc.log`` is always written). ``overrides``:
+        Kafka settings of your own, written after ours in ``server.properties``, so they win."""
         self._own_dir = workdir is None
+        self.overrides = dict(overrides or {})
         self.node_id = node_id
         self.replicas = replicas
         self.request_log = request_log
@@ -338,6 +342,7 @@ class LocalBroker:
                     # Deleted topics' files go at once, not a minute later, when the work of
                     # removing hundreds of them would land in the middle of the next test.
                     "log.segment.delete.delay.ms=1000",
+                    *(f"{name}={value}" for name, value in self.overrides.items()),
                     "",
                 ]
             )

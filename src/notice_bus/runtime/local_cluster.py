@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +56,15 @@ class LocalCluster:
         heap_mb: int = 512,
         port: int | None = None,
         pki: Path | None = None,
+        overrides: Mapping[str, str] | None = None,
     ) -> None:
         """``workdir``: a folder to keep the nodes' data in (``node-1`` ...), default a
         temporary one in memory (:func:`~notice_bus.runtime.scratch.scratch_dir`),
         removed by :meth:`stop`. ``heap_mb``: each node's Java heap. ``port``:
         node 1's client port, node N's is ``port + N - 1``; default the ones kept, else free
         ones. ``pki``: a folder of ``notice-bus pki``'s, as for :class:`LocalBroker`: every
-        node then has the broker's certificate, and they talk to one another over mutual TLS."""
+        node then has the broker's certificate, and they talk to one another over mutual TLS.
+        ``overrides``: Kafka settings of your own for every node, as for :class:`LocalBroker`."""
         if brokers not in SIZES:
             raise ConfigError(
                 f"a local cluster has {SIZES.start} to {SIZES.stop - 1} brokers (a quorum that"
@@ -71,6 +73,7 @@ class LocalCluster:
         self._own_dir = workdir is None
         self.workdir = workdir or scratch_dir("notice-bus-cluster-")
         self._check_kept(brokers)
+        self._overrides = dict(overrides or {})
         self._nodes: dict[int, LocalBroker] = {}
         taken: set[int] = set()
         cluster_id: str | None = None
@@ -108,6 +111,7 @@ class LocalCluster:
                 node_id=n,
                 cluster_id=cluster_id,
                 replicas=brokers,
+                overrides=self._overrides,
             )
             ports = {node.port, node.tls_port, node.controller_port}
             if len(ports) == 3 and not ports & taken:

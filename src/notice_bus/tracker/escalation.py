@@ -32,11 +32,8 @@ kind); tracker_reminder records a reminder once the broker has confirmed it.
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,7 +46,7 @@ from kafka.errors import KafkaError
 from sqlalchemy import and_, false, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
-from notice_bus.errors import BrokerUnavailable, ConfigError, NoticeBusError, TransientError
+from notice_bus.errors import BrokerUnavailable, ConfigError, NoticeBusError
 from notice_bus.runtime.db import as_utc, dialect_insert, transaction, translate_errors
 from notice_bus.runtime.kafka import explain, kafka_config
 from notice_bus.runtime.settings import Settings
@@ -57,6 +54,7 @@ from notice_bus.tracker import measures
 from notice_bus.tracker.copies import CopyState, latest_checks
 from notice_bus.tracker.policy import Policy
 from notice_bus.tracker.tables import INCIDENT, REMINDER_SENT, SENT
+from notice_bus.tracker.webhook import post_json, site_of
 from notice_bus.wire.codec import AvroCodec, SchemaStore, load_schema
 from notice_bus.wire.manifest import CopyStatus
 from notice_bus.wire.model import Overdue, Reminder, utcnow
@@ -89,25 +87,6 @@ class _Late:
     deadline: datetime
 
 
-def post_json(url: str, body: dict[str, Any]) -> None:
-    """POST ``body`` as JSON (10 s timeout); no 2xx answer raises :class:`TransientError`."""
-    request = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status = int(response.status)
-    except urllib.error.HTTPError as exc:
-        raise TransientError(f"webhook {_site(url)} answered HTTP {exc.code}") from exc
-    except (OSError, http.client.HTTPException) as exc:
-        raise TransientError(f"webhook {_site(url)} unreachable: {exc}") from exc
-    if not 200 <= status < 300:
-        raise TransientError(f"webhook {_site(url)} answered HTTP {status}")
-
-
 class Escalator:
     """Detects overdue notices in the tracker's database and escalates them (see module doc).
 
@@ -126,7 +105,7 @@ class Escalator:
     ) -> None:
         url = settings.webhook_url
         if url and post is None and urlsplit(url).scheme not in ("http", "https"):
-            raise ConfigError(f"webhook_url must be an http(s) URL, got {_site(url)!r}")
+            raise ConfigError(f"webhook_url must be an http(s) URL, got {site_of(url)!r}")
         self.settings = settings
         self.engine = engine
         self._clock = clock
@@ -396,13 +375,6 @@ def _lock(conn: Connection) -> None:
         # A write as the transaction's first statement takes SQLite's write lock at once, so
         # a second escalator waits here rather than deciding on what is about to change.
         conn.execute(update(INCIDENT).where(false()).values(id=INCIDENT.c.id))
-
-
-def _site(url: str) -> str:
-    """Scheme, host and port only: a webhook's path or query often carries its secret."""
-    parts = urlsplit(url)
-    host = (parts.netloc.rpartition("@")[2]) or "?"
-    return f"{parts.scheme}://{host}" if parts.scheme else host
 
 
 def _span(seconds: float) -> str:
