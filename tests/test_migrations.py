@@ -4,6 +4,8 @@ gets the head directly; ``notice-bus db upgrade``; roles sharing a database or a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -169,6 +171,43 @@ def test_an_empty_database_gets_the_head_directly_and_is_stamped(url: str) -> No
     try:
         tables = set(sa.inspect(engine).get_table_names())
         assert {t.name for t in TRACKER_TABLES} | {version_table("tracker")} == tables
+        with engine.connect() as conn:
+            assert _head_of(conn, "tracker") == [HEADS["tracker"]]
+    finally:
+        engine.dispose()
+
+
+# Each process imports, says it is ready, waits for the others, then opens the database.
+OPEN_AT_ONCE = """
+import sys, time
+from pathlib import Path
+from notice_bus.runtime.db import make_engine
+from notice_bus.tracker.tables import TRACKER_TABLES
+url, here, me, count = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(here / f"ready-{me}").touch()
+while len(list(here.glob("ready-*"))) < count:
+    time.sleep(0.001)
+make_engine(url, TRACKER_TABLES).dispose()
+"""
+
+
+def test_processes_opening_a_new_database_at_once_all_start(url: str, tmp_path: Path) -> None:
+    """A tracker and a report started together on a new database: one creates the tables,
+    the others wait for it and find them (SQLite's second CREATE used to fail)."""
+    count = 3
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_AT_ONCE, url, str(tmp_path), str(n), str(count)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for n in range(count)
+    ]
+    results = [(p.wait(timeout=120), p.communicate()[0]) for p in procs]
+    assert [code for code, _ in results] == [0] * count, results
+    engine = make_engine(url)
+    try:
         with engine.connect() as conn:
             assert _head_of(conn, "tracker") == [HEADS["tracker"]]
     finally:

@@ -59,6 +59,7 @@ def test_adapter_and_tracker_processes(settings: Settings, tmp_path: Path) -> No
         ["adapter", "--country", "FR", "--database-url", country_db], settings, tmp_path
     )
     tracker = spawn(["tracker"], settings, tmp_path)
+    failed: AssertionError | None = None
     try:
         with HQ(settings) as hq:
             hq.publish([draft(f"2026/{n}") for n in range(1, 21)])
@@ -67,8 +68,12 @@ def test_adapter_and_tracker_processes(settings: Settings, tmp_path: Path) -> No
         local = sa.create_engine(country_db)
         with local.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(RED_NOTICE)).scalar() == 20
+    except AssertionError as exc:
+        failed = exc
     finally:
         codes = [stop(adapter), stop(tracker, signal.SIGINT)]
+    # What the processes said is what tells why (a tracker that died on start, say).
+    assert failed is None, f"{failed}; adapter and tracker (code, output): {codes}"
     assert [code for code, _ in codes] == [0, 0], codes
     assert "finishing the batch in hand" in codes[0][1]
 

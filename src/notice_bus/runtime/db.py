@@ -72,13 +72,23 @@ def create_tables(
     """Create the missing ``tables`` (all of ``metadata``'s when None).
 
     Two instances of one country started together would otherwise both see a table missing and
-    both create it, and PostgreSQL refuses the second CREATE with a duplicate-key error. DDL is
-    transactional there, so a transaction-scoped advisory lock serializes them.
+    both create it, and the second CREATE fails: :func:`lock_ddl` makes them take turns.
     """
     with transaction(engine) as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+        lock_ddl(conn)
         metadata.create_all(conn, tables=tables)
+
+
+def lock_ddl(conn: Connection) -> None:
+    """Make concurrent creators of our tables take turns, until ``conn``'s transaction ends;
+    call it first in the transaction. PostgreSQL: a transaction-scoped advisory lock. SQLite:
+    the database's write lock, taken at once (``BEGIN IMMEDIATE``): Python's sqlite3 begins a
+    transaction only at the first INSERT, so two processes opening a new file would both see
+    no table and the second CREATE would fail with "table ... already exists"."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -77,9 +77,6 @@ def versions(role: str) -> Path:
 
 
 _HERE = Path(__file__).resolve().parent
-# Any fixed number: the advisory lock that makes concurrent creators of our tables take turns
-# (the same as notice_bus.runtime.db's, so migrations and create_all take turns too).
-_DDL_LOCK = 0x6E6F74696365
 
 
 def version_table(role: str) -> str:
@@ -102,11 +99,10 @@ def ensure_current(engine: Engine, role: str) -> None:
     """
     if _current(engine, role) == HEADS[role]:
         return
-    from notice_bus.runtime.db import transaction
+    from notice_bus.runtime.db import lock_ddl, transaction
 
     with transaction(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
+        lock_ddl(conn)  # then upgrade_connection looks again: another may have done it
         upgrade_connection(conn, role, auto=True)
 
 
@@ -144,7 +140,7 @@ def upgrade_connection(conn: Connection, role: str, *, auto: bool = False) -> tu
 def upgrade_database(url: str, roles: Sequence[str] = ()) -> list[str]:
     """``notice-bus db upgrade``: upgrade ``roles`` (default: every role found in the database)
     to their heads, whether or not their revisions are safe on start. One line per role."""
-    from notice_bus.runtime.db import make_engine, redact, transaction
+    from notice_bus.runtime.db import lock_ddl, make_engine, redact, transaction
 
     every = load_roles()
     unknown = set(roles) - set(every)
@@ -153,6 +149,7 @@ def upgrade_database(url: str, roles: Sequence[str] = ()) -> list[str]:
     engine = make_engine(url)
     try:
         with transaction(engine) as conn:
+            lock_ddl(conn)
             found = inspect(conn)
             todo = list(roles) or [
                 r
@@ -165,8 +162,6 @@ def upgrade_database(url: str, roles: Sequence[str] = ()) -> list[str]:
                     f"{redact(url)} holds no notice-bus tables; name the role to create: "
                     + ", ".join(f"--role {r}" for r in every)
                 )
-            if conn.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _DDL_LOCK})
             lines = []
             for role in todo:
                 before, after = upgrade_connection(conn, role)
