@@ -42,11 +42,13 @@ from notice_bus.reports.charts import (
 )
 from notice_bus.reports.html_tables import (
     age_text,
+    body,
     copy_rows,
     copy_table,
     copy_td,
     review_rows,
     review_table,
+    table,
 )
 from notice_bus.reports.metrics import last_sample_at
 from notice_bus.reports.report import CountryReport
@@ -134,7 +136,7 @@ def render_html(
 <div id="stale" class="banner stale" role="alert"{hidden}>{html.escape(parts.stale)}</div>
 <div id="security" class="banner security" role="alert"{security_hidden}>{security}</div>
 <div id="refresh-error" class="banner refresh-error" role="alert" hidden></div>
-<div class="table-box">{_table(parts.rows)}</div>
+<div class="table-box">{table("countries", _COLUMNS, parts.rows)}</div>
 <h2>HQ's review</h2>
 <p class="generated">Requests for notices from the bureaus: waiting for a reviewer, published
 (time from the request's arrival to its publication), refused, invalid.</p>
@@ -280,13 +282,6 @@ def _num(value: float | None, signed: bool = False) -> str:
     return f"{value:+.1f}" if signed else f"{value:.1f}"
 
 
-def _table(rows: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COLUMNS)
-    return (
-        f'<table id="countries"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
-    )
-
-
 def _rows(reports: Sequence[CountryReport], now: datetime) -> str:
     """The table's rows, as escaped HTML."""
     rows = []
@@ -311,6 +306,4 @@ def _rows(reports: Sequence[CountryReport], now: datetime) -> str:
             + "".join(f"<td>{_num(v)}</td>" for v in values)
             + f"<td>{_num(r.clock_skew_s, signed=True)}</td>{copy_td(r, now)}</tr>"
         )
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(_COLUMNS)}">{NOTHING}</td></tr>')
-    return "\n".join(rows)
+    return body(rows, _COLUMNS, NOTHING)

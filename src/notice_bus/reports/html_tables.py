@@ -11,7 +11,16 @@ from datetime import datetime
 from notice_bus.reports.formats import copy_cell
 from notice_bus.reports.report import CountryReport
 
-__all__ = ["age_text", "copy_rows", "copy_table", "copy_td", "review_rows", "review_table"]
+__all__ = [
+    "age_text",
+    "body",
+    "copy_rows",
+    "copy_table",
+    "copy_td",
+    "review_rows",
+    "review_table",
+    "table",
+]
 
 
 def age_text(seconds: float) -> str:
@@ -30,9 +39,20 @@ _REVIEW_COLUMNS += ("Refused", "Invalid")
 _NO_REQUESTS = "no requests for notices from the bureaus"
 
 
+def table(table_id: str, columns: Sequence[str], rows: str) -> str:
+    """A table of the page: ``columns`` as its head, ``rows`` (escaped HTML) as its body."""
+    cells = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = f'<table id="{table_id}"><thead><tr>{cells}</tr></thead>'
+    return f"{head}\n<tbody>\n{rows}\n</tbody></table>"
+
+
+def body(rows: Sequence[str], columns: Sequence[str], empty: str) -> str:
+    """``rows`` one per line, or one row across every column that says ``empty``."""
+    return "\n".join(rows or [f'<tr><td colspan="{len(columns)}">{empty}</td></tr>'])
+
+
 def review_table(rows: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _REVIEW_COLUMNS)
-    return f'<table id="reviews"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
+    return table("reviews", _REVIEW_COLUMNS, rows)
 
 
 def review_rows(reports: Sequence[CountryReport]) -> str:
@@ -57,9 +77,7 @@ def review_rows(reports: Sequence[CountryReport]) -> str:
             f"<td>{p50}</td><td>{p95}</td>"
             f"<td>{r.requests_refused}</td><td>{r.requests_invalid}</td></tr>"
         )
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(_REVIEW_COLUMNS)}">{_NO_REQUESTS}</td></tr>')
-    return "\n".join(rows)
+    return body(rows, _REVIEW_COLUMNS, _NO_REQUESTS)
 
 
 def copy_td(r: CountryReport, now: datetime) -> str:
@@ -84,8 +102,7 @@ _NO_COPIES = "no copy checks from the bureaus"
 
 
 def copy_table(rows: str) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _COPY_COLUMNS)
-    return f'<table id="copies"><thead><tr>{head}</tr></thead>\n<tbody>\n{rows}\n</tbody></table>'
+    return table("copies", _COPY_COLUMNS, rows)
 
 
 def copy_rows(reports: Sequence[CountryReport], now: datetime) -> str:
@@ -113,6 +130,4 @@ def copy_rows(reports: Sequence[CountryReport], now: datetime) -> str:
             f"<td>{html.escape(examples) or '-'}</td>"
             f"<td>{html.escape(r.copy_reason or '') or '-'}</td></tr>"
         )
-    if not rows:
-        rows.append(f'<tr><td colspan="{len(_COPY_COLUMNS)}">{_NO_COPIES}</td></tr>')
-    return "\n".join(rows)
+    return body(rows, _COPY_COLUMNS, _NO_COPIES)

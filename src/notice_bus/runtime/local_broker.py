@@ -107,12 +107,11 @@ class LocalBroker:
         one in memory (:func:`scratch_dir`), removed by :meth:`stop`. ``port``: the client
         port; default the one kept in ``workdir``, else a free one. ``pki``: a folder of
         ``notice-bus pki``'s; the broker then trusts nobody it does not know (see
-        :meth:`_security`). A cluster's node gets its
-        ``node_id``, the cluster's id (unless its storage has one), ``replicas`` (the nodes'
-        count, up to 3) and, in :attr:`voters`, every controller of the quorum. ``request_log``:
-        every request the broker completes goes to ``requests.log`` with its split of the time
-        (:mod:`~notice_bus.runtime.broker_logs`; ``gc.log`` is always written). ``overrides``:
-        Kafka settings of your own, written after ours in ``server.properties``, so they win."""
+        :meth:`_security`). A cluster's node gets its ``node_id``, the cluster's id (unless
+        its storage has one), ``replicas`` (the nodes' count, up to 3) and, in :attr:`voters`,
+        every controller of the quorum. ``request_log``: every request the broker completes
+        goes to ``requests.log`` with its split of the time (:mod:`.broker_logs`; ``gc.log``
+        is always written). ``overrides``: Kafka settings written after ours, so they win."""
         self._own_dir = workdir is None
         self.overrides = dict(overrides or {})
         self.node_id = node_id
